@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Creates .venv with monai_cae and everything its tests need.
+# torch is installed first, on its own, so that the resolver never pulls a CUDA build of several GB where a
+# CPU build is wanted. Override with TORCH_SPEC (for example TORCH_SPEC="torch==2.13.0 --index-url ...").
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+EXTRAS=${EXTRAS:-dicom,dev}
+
+"$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+# shellcheck disable=SC2086
+"$VENV/bin/python" -m pip install --quiet $TORCH_SPEC
+"$VENV/bin/python" -m pip install --quiet -e ".[$EXTRAS]"
+"$VENV/bin/python" -c "import monai_cae, torch, monai; print('monai_cae', monai_cae.__version__, '| torch', torch.__version__, '| monai', monai.__version__)"
