@@ -1,3 +1,21 @@
 from __future__ import annotations
 
-from .nets import *  # noqa: F401,F403
+from .blocks import PrototypeAssignment
+from .nets import (
+    CAEDecoder,
+    CAEEncoder,
+    ConditionalDecoder,
+    ContrastiveAutoEncoder,
+    ProjectionHead,
+    encoder_feature_shapes,
+)
+
+__all__ = [
+    "CAEDecoder",
+    "CAEEncoder",
+    "ConditionalDecoder",
+    "ContrastiveAutoEncoder",
+    "ProjectionHead",
+    "PrototypeAssignment",
+    "encoder_feature_shapes",
+]

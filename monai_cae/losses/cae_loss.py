@@ -1,0 +1,67 @@
+"""The combined contrastive autoencoder loss of the warm-up phase."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .ntxent import NTXentLoss
+
+__all__ = ["CAELoss"]
+
+
+class CAELoss(nn.Module):
+    """``L = NT-Xent(z1, z2; tau) + alpha * (MSE(x1, y1) + MSE(x2, y2))`` (Ferrante et al. 2022, Eq. 2, Alg. 1).
+
+    Args:
+        temperature: NT-Xent temperature ``tau``.
+        alpha: weight of the reconstruction term; 0.1 in the paper.
+
+    Raises:
+        ValueError: for a non-positive temperature or a negative ``alpha``.
+    """
+
+    def __init__(self, temperature: float = 0.5, alpha: float = 0.1) -> None:
+        super().__init__()
+        if alpha < 0:
+            raise ValueError(f"alpha must be non-negative, got {alpha}.")
+        self.alpha = float(alpha)
+        self.contrastive = NTXentLoss(temperature)
+        self.reconstruction = nn.MSELoss()
+
+    def forward(
+        self,
+        z1: torch.Tensor,
+        z2: torch.Tensor,
+        x1: torch.Tensor,
+        y1: torch.Tensor,
+        x2: torch.Tensor,
+        y2: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Compute the loss and its parts.
+
+        Args:
+            z1: ``(N, D)`` projections of the first views.
+            z2: ``(N, D)`` projections of the second views.
+            x1: first views (the reconstruction targets).
+            y1: reconstructions of the first views.
+            x2: second views.
+            y2: reconstructions of the second views.
+
+        Returns:
+            ``{"contrastive", "reconstruction", "total"}``: scalar tensors, where ``reconstruction`` is the unweighted
+            sum of the two MSEs and ``total = contrastive + alpha * reconstruction``.
+
+        Raises:
+            ValueError: when a reconstruction does not match its target's shape.
+        """
+        for target, recon in ((x1, y1), (x2, y2)):
+            if target.shape != recon.shape:
+                raise ValueError(f"reconstruction shape {tuple(recon.shape)} differs from input {tuple(target.shape)}.")
+        contrastive = self.contrastive(z1, z2)
+        reconstruction = self.reconstruction(y1, x1) + self.reconstruction(y2, x2)
+        return {
+            "contrastive": contrastive,
+            "reconstruction": reconstruction,
+            "total": contrastive + self.alpha * reconstruction,
+        }

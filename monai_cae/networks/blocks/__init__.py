@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from .prototype_assignment import PrototypeAssignment
+
+__all__ = ["PrototypeAssignment"]

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from .conditional_decoder import ConditionalDecoder
+from .contrastive_autoencoder import ContrastiveAutoEncoder
+from .decoder import CAEDecoder
+from .encoder import CAEEncoder, encoder_feature_shapes
+from .projector import ProjectionHead
+
+__all__ = [
+    "CAEDecoder",
+    "CAEEncoder",
+    "ConditionalDecoder",
+    "ContrastiveAutoEncoder",
+    "ProjectionHead",
+    "encoder_feature_shapes",
+]
