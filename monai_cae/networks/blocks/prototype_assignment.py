@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,43 +18,51 @@ class PrototypeAssignment(nn.Module):
     image's latent ``h`` is compared with every prototype by cosine similarity and the temperature-scaled softmax of
     the similarities is the soft cluster assignment that conditions the decoder.
 
+    The number of prototypes is only known after clustering, so the prototype buffer starts empty, ``(0, D)``, and
+    takes whatever ``K`` :meth:`set_prototypes` or a loaded state dict gives it.
+
     Args:
-        num_prototypes: number of prototypes ``K``.
         latent_size: size of the latent vectors ``D``.
         temperature: softmax temperature; lower values give harder assignments.
 
     Raises:
-        ValueError: for non-positive sizes or temperature.
+        ValueError: for a non-positive size or temperature.
     """
 
-    def __init__(self, num_prototypes: int, latent_size: int, temperature: float = 0.1) -> None:
+    def __init__(self, latent_size: int, temperature: float = 0.1) -> None:
         super().__init__()
-        if num_prototypes < 1 or latent_size < 1:
-            raise ValueError(f"num_prototypes and latent_size must be positive, got {num_prototypes}, {latent_size}.")
+        if latent_size < 1:
+            raise ValueError(f"latent_size must be positive, got {latent_size}.")
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")
+        self.latent_size = latent_size
         self.temperature = float(temperature)
-        self.register_buffer("prototypes", torch.zeros(num_prototypes, latent_size))
+        self.register_buffer("prototypes", torch.zeros(0, latent_size))
 
     @property
     def num_prototypes(self) -> int:
         return int(self.prototypes.shape[0])
 
     def set_prototypes(self, prototypes: torch.Tensor) -> None:
-        """Replace the prototype matrix in place.
+        """Replace the prototype matrix.
 
         Args:
-            prototypes: ``(K, D)`` matrix, one prototype per row.
+            prototypes: ``(K, D)`` matrix, one prototype per row, ``K >= 1``.
 
         Raises:
-            ValueError: when the shape differs from ``(num_prototypes, latent_size)``.
+            ValueError: when the shape is not ``(K, latent_size)``.
         """
-        prototypes = torch.as_tensor(prototypes, dtype=self.prototypes.dtype, device=self.prototypes.device)
-        if prototypes.shape != self.prototypes.shape:
-            raise ValueError(
-                f"prototypes must have shape {tuple(self.prototypes.shape)}, got {tuple(prototypes.shape)}."
-            )
-        self.prototypes.copy_(prototypes)
+        prototypes = torch.as_tensor(prototypes).to(dtype=self.prototypes.dtype, device=self.prototypes.device)
+        if prototypes.ndim != 2 or prototypes.shape[0] < 1 or prototypes.shape[1] != self.latent_size:
+            raise ValueError(f"prototypes must have shape (K, {self.latent_size}), got {tuple(prototypes.shape)}.")
+        self.prototypes = prototypes.clone()
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        # a checkpoint may hold any number of prototypes: take its shape before the strict shape check
+        incoming = state_dict.get(prefix + "prototypes")
+        if incoming is not None and incoming.shape != self.prototypes.shape:
+            self.prototypes = torch.empty_like(incoming, device=self.prototypes.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def similarity(self, h: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of each latent to each prototype.
@@ -78,5 +88,10 @@ class PrototypeAssignment(nn.Module):
 
         Returns:
             ``(B, K)`` probabilities, each row summing to one.
+
+        Raises:
+            RuntimeError: before any prototypes were set.
         """
+        if self.prototypes.shape[0] == 0:
+            raise RuntimeError("no prototypes yet: set them after prototype discovery.")
         return torch.softmax(self.similarity(h) / self.temperature, dim=1)

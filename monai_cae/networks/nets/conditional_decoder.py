@@ -20,12 +20,14 @@ class ConditionalDecoder(nn.Module):
 
     Ferrante et al. 2022 (Sec. 2): in the second phase "the decoder is turned into a conditional decoder by adding
     layers that process information from a soft label assignment computed in the latent space". Here the assignment
-    ``q`` (see :class:`PrototypeAssignment`) is embedded by a linear layer, concatenated with ``h`` and decoded by a
-    :class:`CAEDecoder`. :meth:`init_from_decoder` copies a trained unconditional decoder into it so that the second
-    phase starts from the warm-up reconstructions instead of from scratch.
+    ``q`` (see :class:`PrototypeAssignment`) selects a soft mixture of prototypes ``q @ P``, a linear layer embeds it,
+    and the embedding is concatenated with ``h`` and decoded by a :class:`CAEDecoder`. Going through ``q @ P`` keeps
+    every learnable shape independent of the number of prototypes ``K``, which is only known after clustering, so
+    the module (and an optimizer over it) can be built before the prototypes exist; a one-hot ``q`` conditions on
+    one stratum's prototype. :meth:`init_from_decoder` copies a trained unconditional decoder into it so that the
+    second phase starts from the warm-up reconstructions instead of from scratch.
 
     Args:
-        num_prototypes: number of prototypes ``K``.
         spatial_dims: number of spatial dimensions.
         out_channels: number of image channels.
         img_size: image spatial size.
@@ -43,7 +45,6 @@ class ConditionalDecoder(nn.Module):
 
     def __init__(
         self,
-        num_prototypes: int,
         spatial_dims: int = 2,
         out_channels: int = 1,
         img_size: Sequence[int] | int = 28,
@@ -62,8 +63,8 @@ class ConditionalDecoder(nn.Module):
         if condition_size < 1:
             raise ValueError(f"condition_size must be positive, got {condition_size}.")
         self.latent_size = latent_size
-        self.assignment = PrototypeAssignment(num_prototypes, latent_size, temperature)
-        self.condition = nn.Sequential(nn.Linear(num_prototypes, condition_size), get_act_layer(act))
+        self.assignment = PrototypeAssignment(latent_size, temperature)
+        self.condition = nn.Sequential(nn.Linear(latent_size, condition_size), get_act_layer(act))
         self.decoder = CAEDecoder(
             spatial_dims=spatial_dims,
             out_channels=out_channels,
@@ -116,6 +117,7 @@ class ConditionalDecoder(nn.Module):
 
         Raises:
             ValueError: when ``assignment`` is not ``(B, K)``.
+            RuntimeError: before any prototypes were set.
         """
         if assignment is None:
             assignment = self.assignment(h)
@@ -125,4 +127,4 @@ class ConditionalDecoder(nn.Module):
                 raise ValueError(
                     f"expected assignment of shape ({h.shape[0]}, {num_prototypes}), got {assignment.shape}."
                 )
-        return self.decoder(torch.cat([h, self.condition(assignment)], dim=1))
+        return self.decoder(torch.cat([h, self.condition(assignment @ self.assignment.prototypes)], dim=1))

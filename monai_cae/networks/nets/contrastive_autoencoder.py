@@ -15,19 +15,16 @@ from .projector import ProjectionHead
 
 __all__ = ["ContrastiveAutoEncoder"]
 
-_PROTOTYPES_KEY = "conditional_decoder.assignment.prototypes"
-
-
 class ContrastiveAutoEncoder(nn.Module):
     """Autoencoder whose latent space is shaped by a contrastive loss (Ferrante et al. 2022, Fig. 1).
 
     ``h = encode(x)``, ``z = project(h)`` and ``y = decode(h)``. The contrastive loss is computed on ``z``, the
-    reconstruction loss on ``y``, and clustering happens on ``h``. Once prototypes are known (KMeans on the frozen
-    latent space), :meth:`set_prototypes` builds the conditional decoder, initialised from the trained decoder, and
-    :meth:`decode_conditional` decodes ``h`` given its soft prototype assignment.
-
-    A state dict that holds a conditional decoder can be loaded into a fresh model: the number of prototypes is read
-    from the state dict and the conditional decoder is built before loading.
+    reconstruction loss on ``y``, and clustering happens on ``h``.
+    Once prototypes are known (KMeans on the frozen latent space), :meth:`set_prototypes` installs them in the
+    conditional decoder, initialising it from the trained decoder the first time, and :meth:`decode_conditional`
+    decodes ``h`` given its soft prototype assignment. The conditional decoder exists from the start (its parameters
+    do not depend on the number of prototypes), so one optimizer and one checkpoint cover both phases, and a state
+    dict with any number of prototypes loads into a fresh model.
 
     Args:
         spatial_dims: number of spatial dimensions, 2 or 3.
@@ -46,7 +43,6 @@ class ContrastiveAutoEncoder(nn.Module):
         out_act: optional activation on reconstructions.
         condition_size: size of the embedded soft assignment in the conditional decoder.
         assignment_temperature: temperature of the soft prototype assignment.
-        num_prototypes: when given, the conditional decoder is built at once with this many (zero) prototypes.
 
     Raises:
         ValueError: for invalid sizes (raised by the parts).
@@ -70,7 +66,6 @@ class ContrastiveAutoEncoder(nn.Module):
         out_act: tuple | str | None = None,
         condition_size: int = 32,
         assignment_temperature: float = 0.1,
-        num_prototypes: int | None = None,
     ) -> None:
         super().__init__()
         shared: dict[str, Any] = dict(
@@ -87,26 +82,27 @@ class ContrastiveAutoEncoder(nn.Module):
         self.encoder = CAEEncoder(in_channels=in_channels, **shared)
         self.projector = ProjectionHead(latent_size, projection_hidden_size, projection_size, projection_layers, act)
         self.decoder = CAEDecoder(out_channels=in_channels, out_act=out_act, **shared)
-        self._conditional_kwargs = dict(
+        self.conditional_decoder = ConditionalDecoder(
             out_channels=in_channels,
             out_act=out_act,
             condition_size=condition_size,
             temperature=assignment_temperature,
             **shared,
         )
-        self.conditional_decoder = None
-        if num_prototypes is not None:
-            self.conditional_decoder = ConditionalDecoder(num_prototypes, **self._conditional_kwargs)
-        self._register_load_state_dict_pre_hook(self._build_conditional_decoder_for_state)
 
     @property
     def latent_size(self) -> int:
         return self.encoder.latent_size
 
     @property
-    def prototypes(self) -> torch.Tensor | None:
-        """The ``(K, latent_size)`` prototype matrix, or ``None`` before prototype discovery."""
-        return None if self.conditional_decoder is None else self.conditional_decoder.assignment.prototypes
+    def num_prototypes(self) -> int:
+        """Number of prototypes, 0 before prototype discovery."""
+        return self.conditional_decoder.assignment.num_prototypes
+
+    @property
+    def prototypes(self) -> torch.Tensor:
+        """The ``(K, latent_size)`` prototype matrix (``K = 0`` before prototype discovery)."""
+        return self.conditional_decoder.assignment.prototypes
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``h = e(x)``: ``(B, C, *img_size)`` images to ``(B, latent_size)`` latents."""
@@ -121,29 +117,20 @@ class ContrastiveAutoEncoder(nn.Module):
         return self.decoder(h)
 
     def set_prototypes(self, prototypes: torch.Tensor, init_from_decoder: bool = True) -> None:
-        """Install cluster prototypes, building the conditional decoder when needed.
+        """Install cluster prototypes in the conditional decoder.
 
         Args:
             prototypes: ``(K, latent_size)`` matrix of cluster centroids in the latent space.
-            init_from_decoder: when the conditional decoder is (re)built, copy the warm-up decoder's weights into it.
+            init_from_decoder: when no prototypes were set before, copy the warm-up decoder's weights into the
+                conditional decoder so that the second phase starts from the warm-up reconstructions.
 
         Raises:
             ValueError: when ``prototypes`` is not ``(K, latent_size)``.
         """
-        prototypes = torch.as_tensor(prototypes, dtype=torch.float32)
-        if prototypes.ndim != 2 or prototypes.shape[1] != self.latent_size or prototypes.shape[0] < 1:
-            raise ValueError(f"prototypes must have shape (K, {self.latent_size}), got {tuple(prototypes.shape)}.")
-        if self.conditional_decoder is None or self.conditional_decoder.assignment.num_prototypes != len(prototypes):
-            device = next(self.decoder.parameters()).device
-            self.conditional_decoder = ConditionalDecoder(len(prototypes), **self._conditional_kwargs).to(device)
-            if init_from_decoder:
-                self.conditional_decoder.init_from_decoder(self.decoder)
+        first_time = self.num_prototypes == 0
         self.conditional_decoder.assignment.set_prototypes(prototypes)
-
-    def _require_conditional_decoder(self) -> ConditionalDecoder:
-        if self.conditional_decoder is None:
-            raise RuntimeError("no prototypes yet: call set_prototypes() after prototype discovery.")
-        return self.conditional_decoder
+        if first_time and init_from_decoder:
+            self.conditional_decoder.init_from_decoder(self.decoder)
 
     def assign(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Soft prototype assignment of latents.
@@ -157,9 +144,9 @@ class ContrastiveAutoEncoder(nn.Module):
         Raises:
             RuntimeError: before :meth:`set_prototypes`.
         """
-        assignment = self._require_conditional_decoder().assignment
-        similarity = assignment.similarity(h)
-        return torch.softmax(similarity / assignment.temperature, dim=1), similarity
+        assignment = self.conditional_decoder.assignment
+        probabilities = assignment(h)
+        return probabilities, assignment.similarity(h)
 
     def decode_conditional(self, h: torch.Tensor, assignment: torch.Tensor | None = None) -> torch.Tensor:
         """Decode latents with the conditional decoder.
@@ -174,7 +161,7 @@ class ContrastiveAutoEncoder(nn.Module):
         Raises:
             RuntimeError: before :meth:`set_prototypes`.
         """
-        return self._require_conditional_decoder()(h, assignment)
+        return self.conditional_decoder(h, assignment)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encode, project and decode.
@@ -187,10 +174,3 @@ class ContrastiveAutoEncoder(nn.Module):
         """
         h = self.encoder(x)
         return h, self.projector(h), self.decoder(h)
-
-    def _build_conditional_decoder_for_state(self, state_dict: dict, prefix: str, *args: Any) -> None:
-        prototypes = state_dict.get(prefix + _PROTOTYPES_KEY)
-        if prototypes is not None and (
-            self.conditional_decoder is None or self.conditional_decoder.assignment.num_prototypes != len(prototypes)
-        ):
-            self.set_prototypes(prototypes, init_from_decoder=False)
