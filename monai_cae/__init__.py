@@ -8,4 +8,17 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from . import clustering, data, engines, evaluation, handlers, losses, networks, optimizers, transforms
+
+__all__ = [
+    "__version__",
+    "clustering",
+    "data",
+    "engines",
+    "evaluation",
+    "handlers",
+    "losses",
+    "networks",
+    "optimizers",
+    "transforms",
+]
