@@ -24,20 +24,22 @@ class PrototypeAssignment(nn.Module):
     Args:
         latent_size: size of the latent vectors ``D``.
         temperature: softmax temperature; lower values give harder assignments.
+        num_prototypes: initial number of (zero) prototypes. Only needed by tools that copy a checkpoint into a
+            freshly built network key by key and skip entries whose shape differs, such as MONAI's ``ckpt_export``.
 
     Raises:
         ValueError: for a non-positive size or temperature.
     """
 
-    def __init__(self, latent_size: int, temperature: float = 0.1) -> None:
+    def __init__(self, latent_size: int, temperature: float = 0.1, num_prototypes: int = 0) -> None:
         super().__init__()
-        if latent_size < 1:
-            raise ValueError(f"latent_size must be positive, got {latent_size}.")
+        if latent_size < 1 or num_prototypes < 0:
+            raise ValueError(f"latent_size must be positive and num_prototypes >= 0, got {latent_size}, {num_prototypes}.")
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")
         self.latent_size = latent_size
         self.temperature = float(temperature)
-        self.register_buffer("prototypes", torch.zeros(0, latent_size))
+        self.register_buffer("prototypes", torch.zeros(num_prototypes, latent_size))
 
     @property
     def num_prototypes(self) -> int:

@@ -41,6 +41,7 @@ class ConditionalDecoder(nn.Module):
         act: hidden activation.
         norm: optional normalisation in the decoder.
         out_act: optional output activation.
+        num_prototypes: initial size of the (zero) prototype matrix; see :class:`PrototypeAssignment`.
     """
 
     def __init__(
@@ -58,12 +59,13 @@ class ConditionalDecoder(nn.Module):
         act: tuple | str = "GELU",
         norm: tuple | str | None = None,
         out_act: tuple | str | None = None,
+        num_prototypes: int = 0,
     ) -> None:
         super().__init__()
         if condition_size < 1:
             raise ValueError(f"condition_size must be positive, got {condition_size}.")
         self.latent_size = latent_size
-        self.assignment = PrototypeAssignment(latent_size, temperature)
+        self.assignment = PrototypeAssignment(latent_size, temperature, num_prototypes)
         self.condition = nn.Sequential(nn.Linear(latent_size, condition_size), get_act_layer(act))
         self.decoder = CAEDecoder(
             spatial_dims=spatial_dims,

@@ -43,6 +43,8 @@ class ContrastiveAutoEncoder(nn.Module):
         out_act: optional activation on reconstructions.
         condition_size: size of the embedded soft assignment in the conditional decoder.
         assignment_temperature: temperature of the soft prototype assignment.
+        num_prototypes: initial size of the (zero) prototype matrix. Leave at 0 for training; set it to the trained
+            ``K`` only for tools that skip checkpoint entries whose shape differs (MONAI's ``ckpt_export``).
 
     Raises:
         ValueError: for invalid sizes (raised by the parts).
@@ -66,6 +68,7 @@ class ContrastiveAutoEncoder(nn.Module):
         out_act: tuple | str | None = None,
         condition_size: int = 32,
         assignment_temperature: float = 0.1,
+        num_prototypes: int = 0,
     ) -> None:
         super().__init__()
         shared: dict[str, Any] = dict(
@@ -87,6 +90,7 @@ class ContrastiveAutoEncoder(nn.Module):
             out_act=out_act,
             condition_size=condition_size,
             temperature=assignment_temperature,
+            num_prototypes=num_prototypes,
             **shared,
         )
 
@@ -127,7 +131,7 @@ class ContrastiveAutoEncoder(nn.Module):
         Raises:
             ValueError: when ``prototypes`` is not ``(K, latent_size)``.
         """
-        first_time = self.num_prototypes == 0
+        first_time = self.num_prototypes == 0 or not bool(self.prototypes.any())
         self.conditional_decoder.assignment.set_prototypes(prototypes)
         if first_time and init_from_decoder:
             self.conditional_decoder.init_from_decoder(self.decoder)

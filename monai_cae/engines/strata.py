@@ -1,0 +1,172 @@
+"""Stratum assignment of a dataset with a trained model: embeddings, hard and soft clusters, similarities."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from monai_cae.networks.nets import ContrastiveAutoEncoder
+
+__all__ = ["StrataAssignment", "assign_strata", "atomic_write", "load_model", "write_assignments"]
+
+
+@dataclass
+class StrataAssignment:
+    """Per-image results of :func:`assign_strata`, in dataset order.
+
+    Attributes:
+        embeddings: ``(N, D)`` float32 latents ``h``.
+        probabilities: ``(N, K)`` soft assignment to the prototypes.
+        similarities: ``(N, K)`` cosine similarity to each prototype.
+        ids: identifier of each image.
+        indices: dataset index of each image.
+        labels: labels where the dataset has them (``-1`` otherwise).
+    """
+
+    embeddings: np.ndarray
+    probabilities: np.ndarray
+    similarities: np.ndarray
+    ids: list[str]
+    indices: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def clusters(self) -> np.ndarray:
+        """Hard stratum of each image: its most similar prototype."""
+        return self.similarities.argmax(1)
+
+    @property
+    def nearest_similarity(self) -> np.ndarray:
+        """Cosine similarity to the nearest prototype."""
+        return self.similarities.max(1)
+
+
+def load_model(network: ContrastiveAutoEncoder, ckpt_path: str, device: torch.device | str) -> ContrastiveAutoEncoder:
+    """Load a trained model (state dict with prototypes) into ``network``.
+
+    Args:
+        network: an untrained network of the same architecture.
+        ckpt_path: path of ``model.pt``.
+        device: device to move the network to.
+
+    Returns:
+        The network, in eval mode.
+
+    Raises:
+        FileNotFoundError: when the checkpoint is missing.
+        ValueError: when it holds no prototypes (training stopped before prototype discovery).
+    """
+    if not os.path.isfile(ckpt_path):
+        raise FileNotFoundError(
+            f"no trained model at {os.path.abspath(ckpt_path)}: run the training workflow first or pass --ckpt_path."
+        )
+    state = torch.load(ckpt_path, map_location=device, weights_only=True)
+    network.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+    if network.num_prototypes == 0:
+        raise ValueError(f"{ckpt_path} holds no prototypes: training ended before prototype discovery.")
+    return network.to(device).eval()
+
+
+@torch.no_grad()
+def assign_strata(
+    network: ContrastiveAutoEncoder,
+    data_loader: Iterable[dict],
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> StrataAssignment:
+    """Embed a dataset and assign every image to the prototypes.
+
+    Args:
+        network: trained network with prototypes.
+        data_loader: loader of ``{"image", "index", "id", "label"}`` batches, not shuffled.
+        device: device to run on.
+        progress: show a progress bar.
+
+    Returns:
+        A :class:`StrataAssignment`.
+    """
+    network.eval()
+    parts: dict[str, list] = {"h": [], "p": [], "s": [], "ids": [], "idx": [], "labels": []}
+    for batch in tqdm(data_loader, desc="Assigning strata", disable=not progress):
+        images = torch.as_tensor(batch["image"]).to(device)
+        h = network.encode(images)
+        probabilities, similarities = network.assign(h)
+        n = len(images)
+        parts["h"].append(h.float().cpu().numpy())
+        parts["p"].append(probabilities.float().cpu().numpy())
+        parts["s"].append(similarities.float().cpu().numpy())
+        parts["ids"].extend(str(i) for i in batch.get("id", [""] * n))
+        parts["idx"].append(np.asarray(torch.as_tensor(batch.get("index", torch.full((n,), -1)))).reshape(-1))
+        parts["labels"].append(np.asarray(torch.as_tensor(batch.get("label", torch.full((n,), -1)))).reshape(-1))
+    return StrataAssignment(
+        embeddings=np.concatenate(parts["h"]).astype(np.float32),
+        probabilities=np.concatenate(parts["p"]),
+        similarities=np.concatenate(parts["s"]),
+        ids=parts["ids"],
+        indices=np.concatenate(parts["idx"]).astype(np.int64),
+        labels=np.concatenate(parts["labels"]).astype(np.int64),
+    )
+
+
+def atomic_write(path: str, write: Callable, mode: str = "w") -> None:
+    """Write a file through a temporary sibling and an atomic rename, so readers never see half a file.
+
+    Args:
+        path: destination.
+        write: function receiving the open temporary file.
+        mode: file mode, ``"w"`` or ``"wb"``.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, mode, **({"newline": ""} if "b" not in mode else {})) as f:
+            write(f)
+        # mkstemp creates the file private (0600); give it the permissions a plain open() would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_assignments(result: StrataAssignment, output_dir: str) -> dict[str, str]:
+    """Write ``embeddings.npy`` (N x D float32, dataset order) and ``assignments.csv`` (one row per image).
+
+    ``assignments.csv`` columns: ``index``, ``id``, ``label``, ``cluster``, ``prob_0 .. prob_{K-1}`` and
+    ``similarity`` (cosine similarity to the nearest prototype).
+
+    Args:
+        result: output of :func:`assign_strata`.
+        output_dir: destination folder.
+
+    Returns:
+        The written paths.
+    """
+    paths = {"embeddings": os.path.join(output_dir, "embeddings.npy"),
+             "assignments": os.path.join(output_dir, "assignments.csv")}
+    atomic_write(paths["embeddings"], lambda f: np.save(f, result.embeddings), mode="wb")
+    k = result.probabilities.shape[1]
+
+    def write_csv(f) -> None:
+        writer = csv.writer(f)
+        writer.writerow(["index", "id", "label", "cluster", *[f"prob_{j}" for j in range(k)], "similarity"])
+        for i in range(len(result.ids)):
+            writer.writerow(
+                [int(result.indices[i]), result.ids[i], int(result.labels[i]), int(result.clusters[i])]
+                + [f"{p:.6f}" for p in result.probabilities[i]]
+                + [f"{result.nearest_similarity[i]:.6f}"]
+            )
+
+    atomic_write(paths["assignments"], write_csv)
+    return paths
