@@ -28,9 +28,11 @@ class RNGState:
         self.generators = list(generators)
 
     def state_dict(self) -> dict[str, Any]:
+        # only tensors and plain Python values, so that checkpoints load with torch.load(weights_only=True)
+        name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
         state: dict[str, Any] = {
             "python": random.getstate(),
-            "numpy": np.random.get_state(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached_gaussian)],
             "torch": torch.get_rng_state(),
             "generators": [g.get_state() for g in self.generators],
         }
@@ -50,7 +52,8 @@ class RNGState:
         if len(state["generators"]) != len(self.generators):
             raise ValueError(f"checkpoint holds {len(state['generators'])} generators, expected {len(self.generators)}.")
         random.setstate(state["python"])
-        np.random.set_state(state["numpy"])
+        name, keys, position, has_gauss, cached_gaussian = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
         torch.set_rng_state(state["torch"])
         for generator, saved in zip(self.generators, state["generators"]):
             generator.set_state(saved)

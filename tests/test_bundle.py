@@ -1,0 +1,210 @@
+"""End-to-end runs of the `cae` bundle through MONAI's real command line, on the shared PneumoniaMNIST."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from monai_cae.data import MedMNISTDataset
+from monai_cae.engines import load_model
+from monai_cae.networks.nets import ContrastiveAutoEncoder
+
+from conftest import REPO_ROOT
+
+CONFIGS = os.path.join("bundles", "cae", "configs")
+SHORT_RUN = {
+    "train#trainer#max_epochs": 4,
+    "warmup_epochs": 2,
+    "val_interval": 2,
+    "k_values": "[2,3,4]",
+    "progress": False,
+}
+
+
+def bundle_command(workflow: str, config: str, **overrides) -> list[str]:
+    command = [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", os.path.join(CONFIGS, config)]
+    for key, value in overrides.items():
+        command += [f"--{key}", str(value)]
+    return command
+
+
+def run_bundle(workflow: str, config: str, **overrides) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        bundle_command(workflow, config, **overrides), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, shared_data) -> dict:
+    root = tmp_path_factory.mktemp("bundle")
+    paths = {"output_dir": str(root / "train"), "model_dir": str(root / "models")}
+    dataset_dir = os.path.join(shared_data, "medmnist")
+    result = run_bundle("training", "train.json", dataset_dir=dataset_dir, **paths, **SHORT_RUN)
+    return {**paths, "root": root, "dataset_dir": dataset_dir, "log": result.stdout + result.stderr}
+
+
+def state_dict(path: str) -> dict[str, torch.Tensor]:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return state["model"] if "model" in state else state
+
+
+def test_training_leaves_every_artefact(trained: dict) -> None:
+    out, models = trained["output_dir"], trained["model_dir"]
+    for name in ("elbow.json", "elbow.png", "kmeans.pkl", "prototypes.npy", "embeddings.npy"):
+        assert os.path.isfile(os.path.join(out, "prototypes", name)), name
+    assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == [f"checkpoint_epoch={e}.pt" for e in (2, 3, 4)]
+    assert glob.glob(os.path.join(out, "tensorboard", "events.out.tfevents.*"))
+    elbow = json.load(open(os.path.join(out, "prototypes", "elbow.json")))
+    assert elbow["k"] in (2, 3, 4) and len(elbow["silhouettes"]) == 3
+    model = state_dict(os.path.join(models, "model.pt"))
+    prototypes = np.load(os.path.join(models, "prototypes.npy"))
+    assert prototypes.shape == (elbow["k"], 128)
+    np.testing.assert_allclose(model["conditional_decoder.assignment.prototypes"].numpy(), prototypes, rtol=1e-6)
+    assert "knn_accuracy" in trained["log"]
+    assert "Prototype discovery at epoch 3" in trained["log"]
+
+
+def test_loss_falls_and_is_logged_to_tensorboard(trained: dict) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(os.path.join(trained["output_dir"], "tensorboard")).Reload()
+    tags = events.Tags()["scalars"]
+    for tag in ("loss", "contrastive", "reconstruction", "lr", "knn_accuracy"):
+        assert tag in tags, tags
+    contrastive = [e.value for e in events.Scalars("contrastive")]
+    reconstruction = [e.value for e in events.Scalars("reconstruction")]
+    steps_per_epoch = len(contrastive) // 2  # the phase-1 iterations
+    assert np.mean(contrastive[-5:]) < np.mean(contrastive[:5])
+    assert np.mean(reconstruction[steps_per_epoch - 5 : steps_per_epoch]) < 0.7 * np.mean(reconstruction[:5])
+    lr = [e.value for e in events.Scalars("lr")]
+    assert lr[0] == pytest.approx(0.01) and max(lr) > 0.1
+
+
+def test_resume_after_kill_continues_where_it_stopped(trained: dict, tmp_path) -> None:
+    paths = {"output_dir": str(tmp_path / "train"), "model_dir": str(tmp_path / "models")}
+    overrides = {**SHORT_RUN, **paths, "dataset_dir": trained["dataset_dir"]}
+    process = subprocess.Popen(
+        bundle_command("training", "train.json", **overrides), cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoint = os.path.join(paths["output_dir"], "checkpoints", "checkpoint_epoch=3.pt")
+    deadline = time.time() + 240
+    while not os.path.exists(checkpoint) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not os.path.exists(os.path.join(paths["model_dir"], "model.pt"))
+    # the interrupted run matched the uninterrupted one up to the kill (same seed, same CPU maths)
+    straight = state_dict(os.path.join(trained["output_dir"], "checkpoints", "checkpoint_epoch=3.pt"))
+    for key, value in state_dict(checkpoint).items():
+        torch.testing.assert_close(value, straight[key], rtol=0, atol=0)
+
+    resumed = run_bundle("training", "train.json", resume=True, **overrides)
+    log = resumed.stdout + resumed.stderr
+    assert "Epoch: 4/4" in log and "Epoch: 1/4" not in log, "resume restarted instead of continuing"
+    assert "Prototype discovery" not in log, "the prototypes were lost and recomputed"
+    final = state_dict(os.path.join(paths["model_dir"], "model.pt"))
+    expected = state_dict(os.path.join(trained["model_dir"], "model.pt"))
+    assert final.keys() == expected.keys()
+    for key in expected:
+        torch.testing.assert_close(final[key], expected[key], rtol=0, atol=0, msg=key)
+
+
+def test_inference_writes_embeddings_and_assignments_in_dataset_order(trained: dict, tmp_path) -> None:
+    ckpt = os.path.join(trained["model_dir"], "model.pt")
+    run_bundle(
+        "inference", "inference.json", ckpt_path=ckpt, dataset_dir=trained["dataset_dir"], split="test",
+        output_dir=str(tmp_path), progress=False,
+    )
+    embeddings = np.load(tmp_path / "embeddings.npy")
+    dataset = MedMNISTDataset("pneumoniamnist", "test", trained["dataset_dir"])
+    assert embeddings.shape == (len(dataset), 128) and embeddings.dtype == np.float32
+    network = load_model(ContrastiveAutoEncoder(), ckpt, "cpu")
+    with torch.no_grad():
+        expected = network.encode(dataset.images).numpy()
+    np.testing.assert_allclose(embeddings, expected, rtol=1e-4, atol=1e-5)
+
+    rows = list(csv.DictReader(open(tmp_path / "assignments.csv")))
+    k = network.num_prototypes
+    assert len(rows) == len(dataset)
+    assert list(rows[0]) == ["index", "id", "label", "cluster"] + [f"prob_{j}" for j in range(k)] + ["similarity"]
+    assert [int(r["index"]) for r in rows] == list(range(len(dataset)))
+    assert [int(r["label"]) for r in rows] == dataset.labels.tolist()
+    probabilities = np.array([[float(r[f"prob_{j}"]) for j in range(k)] for r in rows])
+    np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-4)
+    _, similarity = network.assign(torch.from_numpy(expected))
+    assert [int(r["cluster"]) for r in rows] == similarity.argmax(1).tolist()
+    np.testing.assert_allclose([float(r["similarity"]) for r in rows], similarity.max(1).values.numpy(), atol=1e-5)
+
+
+def test_inference_without_a_model_fails_clearly(tmp_path) -> None:
+    result = subprocess.run(
+        bundle_command("inference", "inference.json", ckpt_path=str(tmp_path / "missing.pt"), progress=False),
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "no trained model at" in result.stderr
+
+
+def test_sampling_writes_images_of_a_stratum(trained: dict, tmp_path) -> None:
+    run_bundle(
+        "sampling", "sample.json", ckpt_path=os.path.join(trained["model_dir"], "model.pt"),
+        dataset_dir=trained["dataset_dir"], stratum=1, num_samples=5, output_dir=str(tmp_path), progress=False,
+    )
+    from PIL import Image
+
+    samples = sorted(tmp_path.glob("sample_*.png"))
+    assert len(samples) == 5 and (tmp_path / "montage.png").is_file()
+    pixels = np.stack([np.asarray(Image.open(p)) for p in samples])
+    assert pixels.shape == (5, 28, 28) and pixels.std() > 0
+
+
+def test_ckpt_export_gives_the_same_embeddings(trained: dict, tmp_path) -> None:
+    ckpt = os.path.join(trained["model_dir"], "model.pt")
+    k = np.load(os.path.join(trained["model_dir"], "prototypes.npy")).shape[0]
+    exported = tmp_path / "model.ts"
+    command = [
+        sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(exported),
+        "--ckpt_file", ckpt, "--config_file", os.path.join(CONFIGS, "train.json"),
+        "--network_def#num_prototypes", str(k),
+    ]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    scripted = torch.jit.load(str(exported))
+    network = load_model(ContrastiveAutoEncoder(), ckpt, "cpu")
+    images = MedMNISTDataset("pneumoniamnist", "val", trained["dataset_dir"]).images[:64]
+    with torch.no_grad():
+        for got, expected in zip(scripted(images), network(images)):
+            torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(scripted.conditional_decoder.assignment.prototypes, network.prototypes)
+
+
+def test_metadata_verifies_offline() -> None:
+    command = [
+        sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", os.path.join(CONFIGS, "metadata.json"),
+        "--filepath", os.path.join("bundles", "cae", "docs", "meta_schema_20240725.json"),
+    ]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "metadata is verified with no error" in result.stdout + result.stderr
+
+
+def test_every_target_is_a_full_dotted_monai_cae_or_library_path() -> None:
+    for name in os.listdir(os.path.join(REPO_ROOT, CONFIGS)):
+        if not name.endswith(".json"):
+            continue
+        text = open(os.path.join(REPO_ROOT, CONFIGS, name)).read()
+        for target in [line.split('"_target_":')[1].strip().strip('",') for line in text.splitlines() if '"_target_"' in line]:
+            assert target.count(".") >= 2 or target.startswith("ignite."), f"{name}: short _target_ {target}"
