@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -125,14 +125,11 @@ def atomic_write(path: str, write: Callable, mode: str = "w") -> None:
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    # a plain exclusive open (not mkstemp, which makes the file private) gives the usual umask permissions
+    tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
     try:
-        with os.fdopen(fd, mode, **({"newline": ""} if "b" not in mode else {})) as f:
+        with open(tmp, mode.replace("w", "x"), **({"newline": ""} if "b" not in mode else {})) as f:
             write(f)
-        # mkstemp creates the file private (0600); give it the permissions a plain open() would
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

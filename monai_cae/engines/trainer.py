@@ -104,6 +104,9 @@ class CAETrainer(SupervisedTrainer):
         with torch.no_grad():
             view1, view2 = self.pair_augmentation(images)
         network.train()
+        if phase == 2:
+            # the frozen encoder must keep producing the latents the prototypes were found in (normalisation stats)
+            network.encoder.eval()
         engine.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=torch.device(engine.state.device).type, enabled=engine.amp):
             if phase == 1:

@@ -1,5 +1,20 @@
 from __future__ import annotations
 
+from .cluster_mapping import ClusterLabelMapping
 from .knn import knn_votes
+from .linear_probe import LinearProbe
+from .metrics import classification_metrics, clustering_metrics, hungarian_accuracy
+from .protocol import evaluate_representation, labelled_subset, results_markdown, write_results
 
-__all__ = ["knn_votes"]
+__all__ = [
+    "ClusterLabelMapping",
+    "LinearProbe",
+    "classification_metrics",
+    "clustering_metrics",
+    "evaluate_representation",
+    "hungarian_accuracy",
+    "knn_votes",
+    "labelled_subset",
+    "results_markdown",
+    "write_results",
+]

@@ -34,12 +34,14 @@ def knn_votes(
         ``(N, num_classes)`` vote counts; ``argmax(1)`` is the prediction.
 
     Raises:
-        ValueError: for mismatched shapes or an invalid ``k``.
+        ValueError: for mismatched shapes, negative labels or an invalid ``k``.
     """
     if bank.ndim != 2 or queries.ndim != 2 or bank.shape[1] != queries.shape[1]:
         raise ValueError(f"bank and queries must be (M, D) and (N, D), got {tuple(bank.shape)}, {tuple(queries.shape)}.")
     if bank_labels.shape != (bank.shape[0],):
         raise ValueError(f"bank_labels must be ({bank.shape[0]},), got {tuple(bank_labels.shape)}.")
+    if bank_labels.numel() and int(bank_labels.min()) < 0:
+        raise ValueError("bank_labels must be non-negative class indices; unlabelled samples (-1) cannot vote.")
     if not 1 <= k <= bank.shape[0]:
         raise ValueError(f"k must be in [1, {bank.shape[0]}], got {k}.")
     num_classes = int(bank_labels.max()) + 1 if num_classes is None else num_classes

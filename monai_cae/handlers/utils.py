@@ -24,12 +24,13 @@ def loss_parts(output: dict[str, Any]) -> dict[str, float]:
     return parts
 
 
-def latest_checkpoint(checkpoint_dir: str, pattern: str = "checkpoint_*.pt") -> str:
+def latest_checkpoint(checkpoint_dir: str, pattern: str = "checkpoint_epoch=*.pt") -> str:
     """Path of the checkpoint with the highest iteration or epoch number in ``checkpoint_dir``.
 
     Args:
         checkpoint_dir: folder written by a ``CheckpointSaver``.
-        pattern: glob of the checkpoint files; the last number in a name orders them.
+        pattern: glob of the checkpoint files; the last number in a name orders them, so the pattern must select one
+            kind of checkpoint (the default matches the epoch-interval files of ``CheckpointSaver``).
 
     Returns:
         The path.

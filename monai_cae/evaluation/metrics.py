@@ -1,0 +1,100 @@
+"""Classification and clustering metrics of the evaluation protocol."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import (
+    accuracy_score,
+    adjusted_rand_score,
+    normalized_mutual_info_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    silhouette_score,
+)
+
+__all__ = ["classification_metrics", "clustering_metrics", "hungarian_accuracy"]
+
+
+def classification_metrics(labels: np.ndarray, predictions: np.ndarray, scores: np.ndarray | None = None) -> dict:
+    """Accuracy, precision and recall (macro and weighted averages), and AUC where scores exist.
+
+    Ferrante et al. 2022 report accuracy / precision / recall without naming the average; both are reported here.
+    Weighted averages weight each class by its support, macro averages treat classes equally.
+
+    Args:
+        labels: ``(N,)`` true labels.
+        predictions: ``(N,)`` predicted labels.
+        scores: optional ``(N, C)`` class scores (probabilities or votes); gives ``auc`` (one-vs-rest macro for more
+            than two classes, the positive-class score for two).
+
+    Returns:
+        A dictionary of floats.
+
+    Raises:
+        ValueError: when the arrays differ in length.
+    """
+    labels, predictions = np.asarray(labels).reshape(-1), np.asarray(predictions).reshape(-1)
+    if len(labels) != len(predictions):
+        raise ValueError(f"{len(labels)} labels but {len(predictions)} predictions.")
+    result = {"accuracy": float(accuracy_score(labels, predictions))}
+    for average in ("macro", "weighted"):
+        result[f"precision_{average}"] = float(precision_score(labels, predictions, average=average, zero_division=0))
+        result[f"recall_{average}"] = float(recall_score(labels, predictions, average=average, zero_division=0))
+    if scores is not None:
+        scores = np.asarray(scores, dtype=np.float64)
+        classes = np.unique(labels)
+        if len(classes) == 2 and scores.shape[1] >= 2:
+            result["auc"] = float(roc_auc_score(labels, scores[:, 1] / np.maximum(scores.sum(1), 1e-12)))
+        elif len(classes) > 2 and scores.shape[1] == len(classes):
+            probabilities = scores / np.maximum(scores.sum(1, keepdims=True), 1e-12)
+            result["auc"] = float(roc_auc_score(labels, probabilities, multi_class="ovr", labels=classes))
+    return result
+
+
+def hungarian_accuracy(labels: np.ndarray, clusters: np.ndarray) -> float:
+    """Accuracy under the best one-to-one matching of clusters to labels (unmatched clusters count as errors).
+
+    Args:
+        labels: ``(N,)`` true labels.
+        clusters: ``(N,)`` cluster indices.
+
+    Returns:
+        The matched accuracy in [0, 1].
+    """
+    labels, clusters = np.asarray(labels).reshape(-1), np.asarray(clusters).reshape(-1)
+    label_values, label_index = np.unique(labels, return_inverse=True)
+    cluster_values, cluster_index = np.unique(clusters, return_inverse=True)
+    contingency = np.zeros((len(cluster_values), len(label_values)), dtype=np.int64)
+    np.add.at(contingency, (cluster_index, label_index), 1)
+    rows, columns = linear_sum_assignment(-contingency)
+    return float(contingency[rows, columns].sum() / len(labels))
+
+
+def clustering_metrics(
+    labels: np.ndarray, clusters: np.ndarray, features: np.ndarray | None = None, seed: int = 0
+) -> dict:
+    """Label-free cluster quality against reference labels: NMI, ARI, Hungarian accuracy, and silhouette.
+
+    Args:
+        labels: ``(N,)`` reference labels.
+        clusters: ``(N,)`` cluster indices.
+        features: optional ``(N, D)`` features the clusters live in, for the silhouette (cosine distance, computed
+            on at most 4000 samples).
+        seed: silhouette subsample seed.
+
+    Returns:
+        A dictionary of floats.
+    """
+    result = {
+        "nmi": float(normalized_mutual_info_score(labels, clusters)),
+        "ari": float(adjusted_rand_score(labels, clusters)),
+        "hungarian_accuracy": hungarian_accuracy(labels, clusters),
+    }
+    if features is not None and 1 < len(np.unique(clusters)) < len(clusters):
+        sample = min(4000, len(clusters))
+        result["silhouette"] = float(
+            silhouette_score(features, clusters, metric="cosine", sample_size=sample, random_state=seed)
+        )
+    return result
