@@ -5,10 +5,47 @@ from .image_folder import IMAGE_EXTENSIONS, ImageFolderDataset, list_image_files
 from .factory import make_dataset
 from .medmnist import MedMNISTDataset, load_medmnist
 from .mnist import MNISTDataset, read_idx
+from .privacy import pseudonymize
+from .dicom import (
+    HEADER_FIELDS,
+    RADIOGRAPH_MODALITIES,
+    SKIP_REASONS,
+    DicomRadiographReader,
+    UnusableImageError,
+    decode_dicom,
+    dicom_image_problem,
+    header_fields,
+    is_dicom_file,
+    read_dicom_header,
+)
+from .manifest import MANIFEST_COLUMNS, ManifestEntry, read_manifest, scan_archive, write_manifest
+from .cohort import CohortDataLoader, CohortDataset, LoadRadiographd, cohort_collate, cohort_transform
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageFolderDataset",
     "list_image_files",
     "preprocessing_transform",
-    "ArrayImageDataset", "MNISTDataset", "MedMNISTDataset", "load_medmnist", "make_dataset", "read_idx"]
+    "ArrayImageDataset", "MNISTDataset", "MedMNISTDataset", "load_medmnist", "make_dataset", "read_idx",
+    "pseudonymize",
+    "HEADER_FIELDS",
+    "RADIOGRAPH_MODALITIES",
+    "SKIP_REASONS",
+    "DicomRadiographReader",
+    "UnusableImageError",
+    "decode_dicom",
+    "dicom_image_problem",
+    "header_fields",
+    "is_dicom_file",
+    "read_dicom_header",
+    "MANIFEST_COLUMNS",
+    "ManifestEntry",
+    "read_manifest",
+    "scan_archive",
+    "write_manifest",
+    "CohortDataLoader",
+    "CohortDataset",
+    "LoadRadiographd",
+    "cohort_collate",
+    "cohort_transform",
+]

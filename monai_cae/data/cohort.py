@@ -1,0 +1,228 @@
+"""A cohort of radiographs from an archive manifest (DICOM, NIfTI, PNG/JPEG, ITK formats), loaded lazily."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import DataLoader, Dataset, PersistentDataset
+from monai.transforms import Compose, LoadImage, MapTransform
+from monai.utils import ensure_tuple_rep
+from torch.utils.data import default_collate
+
+from .dicom import DicomRadiographReader, UnusableImageError
+from .image_folder import preprocessing_transform
+from .manifest import SELECTED, ManifestEntry
+
+__all__ = ["CohortDataLoader", "CohortDataset", "LoadRadiographd", "cohort_collate", "cohort_transform"]
+
+
+@contextlib.contextmanager
+def _quiet_monai_readers() -> Iterator[None]:
+    # LoadImage instantiates every MONAI reader, and the GPU DICOM one warns when nvImageCodec is missing; DICOM
+    # never goes through MONAI's DICOM readers here, so the warning would only mislead
+    plugin_logger = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+    level = plugin_logger.level
+    plugin_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
+            yield
+    finally:
+        plugin_logger.setLevel(level)
+
+
+class LoadRadiographd(MapTransform):
+    """Load a 2D radiograph of any supported format as a ``(1, H, W)`` image, rows first, larger values brighter.
+
+    DICOM goes through :class:`~monai_cae.data.dicom.DicomRadiographReader` (LUTs, MONOCHROME1, colour, every
+    installed codec); other formats through MONAI's ``LoadImage`` readers (PIL for PNG/JPEG/BMP/TIFF, nibabel for
+    NIfTI, ITK for MHA/NRRD when installed). NIfTI stores x (columns) first and is transposed to rows first. Colour
+    stays in channels, for the grey conversion that follows in :func:`cohort_transform`.
+
+    Args:
+        keys: key of the file path.
+        format_key: key of the format (``"dicom"``, ``"nifti"`` or ``"image"``), as in the manifest.
+        apply_voi: apply DICOM VOI LUTs / windows.
+
+    Raises:
+        UnusableImageError: ``"volume_3d"`` for more than two non-singleton spatial axes, ``"constant_image"`` when
+            every pixel has the same value, and whatever :func:`~monai_cae.data.dicom.decode_dicom` raises.
+    """
+
+    def __init__(self, keys: KeysCollection = "image", format_key: str = "format", apply_voi: bool = True) -> None:
+        super().__init__(keys)
+        self.format_key = format_key
+        self.dicom_reader = DicomRadiographReader(apply_voi=apply_voi)
+        with _quiet_monai_readers():
+            self.loader = LoadImage(image_only=True, ensure_channel_first=True)
+            # rows first for PIL and ITK, like the project's image folders; nibabel refuses the option
+            self.rows_first_loader = LoadImage(image_only=True, ensure_channel_first=True, reverse_indexing=False)
+
+    def _load(self, path: str, file_format: str) -> torch.Tensor:
+        if file_format == "dicom":
+            image = self.loader(path, reader=self.dicom_reader)
+        elif file_format == "nifti":
+            image = self.loader(path)
+        else:
+            image = self.rows_first_loader(path)
+        spatial = list(image.shape[1:])
+        # 2D NIfTI / TIFF often carry trailing singleton axes
+        while len(spatial) > 2 and spatial[-1] == 1:
+            image, spatial = image[..., 0], spatial[:-1]
+        if len(spatial) != 2:
+            raise UnusableImageError("volume_3d", f"image of spatial shape {tuple(spatial)} where 2D is expected")
+        if file_format == "nifti":
+            image = image.transpose(1, 2)
+        image = image.to(torch.float32)
+        if image.numel() == 0:
+            raise UnusableImageError("empty_image", f"zero-sized image ({tuple(spatial)})")
+        # numpy on the plain data: torch reductions through MetaTensor cost ms per full-size radiograph
+        pixels = np.asarray(image.as_tensor() if hasattr(image, "as_tensor") else image)
+        low, high = float(pixels.min()), float(pixels.max())
+        if low == high:
+            raise UnusableImageError("constant_image", f"every pixel equals {low:g}")
+        return image
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self._load(os.fspath(d[key]), str(d.get(self.format_key, "")))
+        return d
+
+
+def cohort_transform(img_size: Sequence[int] | int = 28, apply_voi: bool = True) -> Compose:
+    """The model-input pipeline of :func:`~monai_cae.data.preprocessing_transform` with a loader for every format.
+
+    Only the loading step differs, so an archive and an image folder of the same pictures give the same inputs:
+    grey, aspect-preserving resize of the longest side to ``img_size``, zero padding, 0.5th-99.5th percentile
+    scaling to [0, 1].
+
+    Args:
+        img_size: model input size.
+        apply_voi: apply DICOM VOI LUTs / windows.
+
+    Returns:
+        A MONAI ``Compose`` over ``{"image": path, "format": ...}`` dictionaries.
+    """
+    with _quiet_monai_readers():
+        shared = preprocessing_transform(img_size, keys="image").transforms[1:]  # everything after LoadImaged
+    return Compose([LoadRadiographd("image", apply_voi=apply_voi), *shared])
+
+
+def _explain(error: BaseException) -> tuple[str, str]:
+    # MONAI's Compose wraps a transform's exception in RuntimeError: find the cause that names the reason
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, UnusableImageError):
+            return seen.reason, seen.detail
+        seen = seen.__cause__ or seen.__context__
+    innermost = error
+    while innermost.__cause__ is not None or innermost.__context__ is not None:
+        innermost = innermost.__cause__ or innermost.__context__
+    if isinstance(innermost, (PermissionError, FileNotFoundError, IsADirectoryError)):
+        return "unreadable", f"{type(innermost).__name__}: {innermost}"
+    message = str(innermost).strip().splitlines()[0] if str(innermost).strip() else ""
+    return "corrupt", f"cannot be loaded ({type(innermost).__name__}: {message})"
+
+
+class CohortDataset(torch.utils.data.Dataset):
+    """The selected images of an archive manifest, loaded and preprocessed one at a time.
+
+    :attr:`manifest` keeps every entry given, :attr:`entries` the selected ones. Items are
+    ``{"image", "index", "id", "label", "ok", "reason", "detail"}``: ``index`` is the position in
+    :attr:`entries`, ``id`` the entry's image id, ``label`` is ``-1``. An image that fails to load does not stop
+    anything: its item has ``ok`` false, a reason code and a detail, and no image; :class:`CohortDataLoader` drops it
+    and records why. Nothing is held in memory but the file list.
+
+    Args:
+        entries: manifest entries (e.g. from :func:`~monai_cae.data.scan_archive`); only those with status
+            ``"selected"`` are loaded.
+        img_size: model input size.
+        cache_dir: optional folder for a ``monai.data.PersistentDataset`` cache of preprocessed images, keyed by
+            path, size and modification time (a changed file is decoded again) and by ``img_size``.
+        transform: loading transform; :func:`cohort_transform` when omitted.
+    """
+
+    def __init__(
+        self,
+        entries: Sequence[ManifestEntry],
+        img_size: Sequence[int] | int = 28,
+        cache_dir: str | None = None,
+        transform: Callable | None = None,
+    ) -> None:
+        self.manifest = list(entries)
+        self.entries = [e for e in self.manifest if e.status == SELECTED]
+        transform = transform or cohort_transform(img_size)
+        items = [{"image": e.path, "format": e.format} for e in self.entries]
+        if cache_dir:
+            for item in items:
+                st = os.stat(item["image"])
+                item["file_state"] = f"{st.st_size}-{st.st_mtime_ns}"
+            size = "x".join(str(s) for s in ensure_tuple_rep(img_size, 2))
+            self.data: Dataset = PersistentDataset(items, transform, cache_dir=os.path.join(cache_dir, size))
+        else:
+            self.data = Dataset(items, transform)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> dict:
+        entry = self.entries[index]
+        item = {"index": index, "id": entry.image_id, "label": np.int64(-1)}
+        try:
+            loaded = self.data[index]
+        except Exception as e:  # any failure is one skipped image, explained, never the end of the run
+            reason, detail = _explain(e)
+            return {**item, "image": None, "ok": False, "reason": reason, "detail": detail}
+        return {**item, "image": loaded["image"], "ok": True, "reason": "", "detail": ""}
+
+
+def cohort_collate(batch: Sequence[dict]) -> dict:
+    """Collate the loaded items of a batch; failed ones go, with their reason, under ``"skipped"``.
+
+    Args:
+        batch: items of :class:`CohortDataset`; items of other datasets (no ``"ok"`` key) count as loaded.
+
+    Returns:
+        The collated loaded items (without ``ok``, ``reason``, ``detail``) plus ``"skipped"``, the list of
+        ``(index, reason, detail)`` of the failed ones; only ``"skipped"`` when no item loaded.
+    """
+    status_keys = ("ok", "reason", "detail")
+    loaded = [{k: v for k, v in b.items() if k not in status_keys} for b in batch if b.get("ok", True)]
+    skipped = [(int(b["index"]), b["reason"], b["detail"]) for b in batch if not b.get("ok", True)]
+    return {**(default_collate(loaded) if loaded else {}), "skipped": skipped}
+
+
+class CohortDataLoader(DataLoader):
+    """A non-shuffling MONAI ``DataLoader`` over a :class:`CohortDataset` that streams only the loaded images.
+
+    Batches that reach the model hold only images that loaded; every failure is appended to :attr:`skipped` as
+    ``(index, reason, detail)``. Batches of other datasets pass through unchanged.
+
+    Args:
+        dataset: the cohort.
+        batch_size: images per batch.
+        num_workers: loader processes (decoding is the expensive part and parallelises across them).
+        kwargs: other ``DataLoader`` arguments.
+    """
+
+    def __init__(self, dataset: torch.utils.data.Dataset, batch_size: int = 64, num_workers: int = 0, **kwargs) -> None:
+        kwargs.setdefault("collate_fn", cohort_collate)
+        super().__init__(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, **kwargs)
+        self.skipped: list[tuple[int, str, str]] = []
+
+    def __iter__(self) -> Iterator[dict]:
+        self.skipped = []
+        for batch in super().__iter__():
+            if isinstance(batch, dict) and "skipped" in batch:
+                self.skipped.extend(batch.pop("skipped"))
+                if "image" not in batch:
+                    continue
+            yield batch

@@ -1,0 +1,378 @@
+"""DICOM radiographs: lazy header reading, pixel decoding to a display-ready grey image, and a MONAI image reader.
+
+Decoding follows the DICOM grayscale pipeline (PS3.3 C.11, PS3.4 N.2): stored values -> Modality LUT (rescale
+slope/intercept or LUT sequence) -> VOI LUT (LUT sequence or window) -> MONOCHROME1 inversion, so that larger values
+are always brighter. Colour images (RGB, YBR, palette) are converted to luminance. Compressed transfer syntaxes are
+decoded by pydicom's pixel handlers (pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg, pylibjpeg-rle, GDCM).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pydicom
+from monai.data import ImageReader
+from monai.utils import ensure_tuple
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, apply_windowing
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+__all__ = [
+    "HEADER_FIELDS",
+    "RADIOGRAPH_MODALITIES",
+    "SKIP_REASONS",
+    "DicomRadiographReader",
+    "UnusableImageError",
+    "decode_dicom",
+    "dicom_image_problem",
+    "header_fields",
+    "is_dicom_file",
+    "read_dicom_header",
+]
+
+RADIOGRAPH_MODALITIES = ("CR", "DX", "DR")
+"""Modalities of 2D projection radiographs (``DR`` is not a DICOM defined term but is written by some devices)."""
+
+HEADER_FIELDS = (
+    "PatientID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "StudyDate",
+    "Modality",
+    "ViewPosition",
+    "BodyPartExamined",
+)
+"""The only header fields copied out of a file: no name, birth date, address or other identifying field."""
+
+SKIP_REASONS = {
+    "unreadable": "the file could not be opened or read (permissions, broken link, not a regular file)",
+    "not_image": "neither a DICOM file nor a supported image format",
+    "corrupt": "truncated or corrupt file (header or pixel data)",
+    "no_pixel_data": "DICOM object without an image (structured report, presentation state, plan, ...)",
+    "no_decoder": "compressed transfer syntax or image format with no decoder installed",
+    "volume_3d": "3D volume or multi-frame object where a 2D radiograph is expected",
+    "empty_image": "zero-sized image",
+    "constant_image": "every pixel has the same value",
+    "duplicate": "SOPInstanceUID already seen in another file",
+    "modality": "modality not selected (not a 2D radiograph)",
+    "view": "view position not selected",
+    "body_part": "body part not selected",
+}
+"""Reason codes of skipped inputs (``skipped.csv``'s ``reason`` column), with their meaning."""
+
+_LUMINANCE = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, the weights of DICOM's YBR_FULL
+# what pydicom needs to decode pixels; an image object lacking any was cut short or damaged
+_IMAGE_DESCRIPTION = ("SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns", "BitsAllocated")
+# file meta or the first data elements of an old ACR-NEMA file (no preamble): group 0x0002 or 0x0008
+_RAW_GROUPS = (0x0002, 0x0008)
+
+
+class UnusableImageError(ValueError):
+    """An input that cannot become a model input.
+
+    Args:
+        reason: a key of :data:`SKIP_REASONS`.
+        detail: a specific, human-readable explanation.
+
+    Raises:
+        ValueError: for an unknown reason code.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        if reason not in SKIP_REASONS:
+            raise ValueError(f"unknown skip reason {reason!r}; expected one of {sorted(SKIP_REASONS)}.")
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def _looks_like_raw_dicom(head: bytes) -> bool:
+    # a dataset written without preamble starts with a (group, element) tag of group 0002 or 0008, in either byte
+    # order, followed by an explicit VR (two capitals) or an implicit 4-byte length
+    if len(head) < 8:
+        return False
+    for order in "<>":
+        group, element = struct.unpack(f"{order}HH", head[:4])
+        if group in _RAW_GROUPS and element < 0x0100:
+            vr = head[4:6]
+            length = struct.unpack(f"{order}I", head[4:8])[0]
+            if (vr.isalpha() and vr.isupper()) or length < 0x10000:
+                return True
+    return False
+
+
+def is_dicom_file(path: str) -> bool:
+    """Whether a file holds DICOM: the ``DICM`` marker after a 128-byte preamble, or a bare ACR-NEMA style dataset.
+
+    Args:
+        path: file to sniff (only its first 132 bytes are read).
+
+    Returns:
+        ``True`` for DICOM content, whatever the file name.
+
+    Raises:
+        OSError: when the file cannot be read.
+    """
+    with open(path, "rb") as f:
+        head = f.read(132)
+    return head[128:132] == b"DICM" or _looks_like_raw_dicom(head)
+
+
+def read_dicom_header(path: str) -> Dataset:
+    """Read a DICOM file's header without its pixel data.
+
+    Files with a preamble are read strictly; files without one (old ACR-NEMA style, no file meta) are read with
+    ``force=True`` and accepted only when they hold SOP or image elements. A file cut short (its last element holds
+    fewer bytes than declared, or an image object ends before its image description) is corrupt.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The dataset, stopped before the pixel data.
+
+    Raises:
+        UnusableImageError: ``"unreadable"``, ``"not_image"`` or ``"corrupt"``.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+        if not head:
+            raise UnusableImageError("corrupt", "empty file (0 bytes)")
+        has_preamble = head[128:132] == b"DICM"
+        if not has_preamble and not _looks_like_raw_dicom(head):
+            raise UnusableImageError("not_image", "no DICOM preamble or data set, and not a supported image format")
+        # large private blobs stay on disk until asked for
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=not has_preamble, defer_size="64 KB")
+        if not any(tag in ds for tag in ("SOPClassUID", "SOPInstanceUID", "Rows")):
+            if has_preamble:
+                raise UnusableImageError("corrupt", "DICOM marker but no SOP class or image elements (damaged header)")
+            raise UnusableImageError("not_image", "bytes that parse as DICOM but hold no SOP or image elements")
+        _check_complete(ds)
+        # convert the values used later now, so that a damaged one fails here and not halfway through the run
+        header_fields(ds)
+        _ = ds.get("Rows"), ds.get("Columns"), ds.get("NumberOfFrames")
+        return ds
+    except UnusableImageError:
+        raise
+    except InvalidDicomError as e:
+        raise UnusableImageError("not_image", f"not a DICOM file ({e})") from e
+    except OSError as e:
+        raise UnusableImageError("unreadable", f"{type(e).__name__}: {e.strerror or e}") from e
+    except Exception as e:  # pydicom raises many types for damaged headers
+        raise UnusableImageError("corrupt", f"damaged DICOM header ({type(e).__name__}: {e})") from e
+
+
+def _check_complete(ds: Dataset) -> None:
+    # pydicom stops quietly at the end of a cut file: its last element then holds fewer bytes than it declares
+    tags = list(ds.keys())
+    if tags:
+        last = ds.get_item(tags[-1])
+        value, length = getattr(last, "value", None), getattr(last, "length", 0)
+        if isinstance(value, bytes) and length != 0xFFFFFFFF and len(value) < length:
+            raise UnusableImageError(
+                "corrupt", f"truncated file: element {tags[-1]} has {len(value)} of its {length} bytes"
+            )
+    sop_name = getattr(ds.get("SOPClassUID"), "name", "")
+    missing = [name for name in _IMAGE_DESCRIPTION if name not in ds]
+    if "Image Storage" in sop_name and missing:
+        raise UnusableImageError(
+            "corrupt", f"{sop_name} header without {', '.join(missing)} (truncated or damaged file)"
+        )
+
+
+def header_fields(ds: Dataset) -> dict[str, str]:
+    """The :data:`HEADER_FIELDS` of a dataset as stripped strings (empty when absent).
+
+    Args:
+        ds: a dataset.
+
+    Returns:
+        ``{field: value}``.
+    """
+    return {name: str(ds.get(name, "") or "").strip() for name in HEADER_FIELDS}
+
+
+def _transfer_syntax(ds: Dataset) -> UID:
+    meta = getattr(ds, "file_meta", None)
+    uid = meta.get("TransferSyntaxUID") if meta is not None else None
+    if uid:
+        return UID(uid)
+    # a file without file meta (ACR-NEMA style) is uncompressed; its encoding is what the reader found
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    if implicit is not False:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if little is not False else ExplicitVRBigEndian
+
+
+def dicom_image_problem(ds: Dataset) -> UnusableImageError | None:
+    """What stops a dataset from being decoded as one 2D image, judged from its header alone.
+
+    Args:
+        ds: a dataset (its pixel data may be absent, as after ``stop_before_pixels``).
+
+    Returns:
+        The problem, or ``None`` when the header describes a decodable 2D image.
+    """
+    sop_class = ds.get("SOPClassUID")
+    sop_name = getattr(sop_class, "name", str(sop_class or "unknown SOP class"))
+    if "Rows" not in ds or "Columns" not in ds:
+        return UnusableImageError("no_pixel_data", f"no image in this object ({sop_name})")
+    try:
+        rows, columns = int(ds.Rows or 0), int(ds.Columns or 0)
+        frames = int(str(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError) as e:
+        return UnusableImageError("corrupt", f"invalid image size or frame count ({e})")
+    if rows == 0 or columns == 0:
+        return UnusableImageError("empty_image", f"zero-sized image ({rows} x {columns})")
+    if frames > 1:
+        return UnusableImageError(
+            "volume_3d", f"{frames} frames of {rows} x {columns} ({sop_name}) where a 2D radiograph is expected"
+        )
+    syntax = _transfer_syntax(ds)
+    if syntax.is_compressed:
+        try:
+            decoder = get_decoder(syntax)
+        except NotImplementedError:
+            return UnusableImageError("no_decoder", f"no pixel decoder exists for {syntax.name} ({syntax})")
+        if not decoder.is_available:
+            missing = "; ".join(f"{k}: {v}" for k, v in decoder.missing_dependencies)
+            return UnusableImageError("no_decoder", f"no decoder installed for {syntax.name} ({missing})")
+    return None
+
+
+def _has_voi_lut(ds: Dataset) -> bool:
+    items = ds.get("VOILUTSequence")
+    return bool(items) and None not in (items[0].get("LUTDescriptor"), items[0].get("LUTData"))
+
+
+def _output_range(ds: Dataset, apply_voi: bool) -> tuple[float, float]:
+    # MONOCHROME1 is inverted about the output range of the last LUT applied (PS3.3 C.7.6.3.1.2, C.11.2.1)
+    if apply_voi and _has_voi_lut(ds):  # pydicom prefers the LUT when both are present
+        return 0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
+    if apply_voi and "WindowCenter" in ds and "WindowWidth" in ds:
+        # a window maps everything below / above it to its y_min / y_max, which pydicom derives from the header
+        ends = apply_windowing(np.array([-np.inf, np.inf]), ds)
+        return float(ends.min()), float(ends.max())
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)))
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    ends = apply_modality_lut(np.array([low, high], dtype=np.int64), ds)
+    return float(ends.min()), float(ends.max())
+
+
+def _apply_luts(arr: np.ndarray, ds: Dataset, apply_voi: bool) -> np.ndarray:
+    out = apply_modality_lut(arr, ds)
+    if apply_voi:
+        if _has_voi_lut(ds) and np.issubdtype(out.dtype, np.floating) and np.all(out == np.round(out)):
+            # an identity rescale gives floats; the VOI LUT indexes by integer values
+            out = out.astype(np.int64)
+        out = apply_voi_lut(out, ds)
+    return out
+
+
+def decode_dicom(source: str | Dataset, apply_voi: bool = True) -> np.ndarray:
+    """Decode a single-frame DICOM image to a grey ``float32`` array in which larger values are brighter.
+
+    Grey images go through the Modality LUT and, when ``apply_voi``, the first VOI LUT or window, then MONOCHROME1
+    is inverted about the output range. RGB, YBR (converted to RGB by pydicom) and palette colour images become
+    BT.601 luminance. 8 to 16 (and 32) bits stored, signed or unsigned, and every transfer syntax with an installed
+    decoder are handled; files without file meta are read with ``force=True``.
+
+    Args:
+        source: path of the file, or a dataset read with its pixel data.
+        apply_voi: apply the VOI LUT / window stored in the file.
+
+    Returns:
+        ``(rows, columns)`` float32 image, not normalised.
+
+    Raises:
+        UnusableImageError: for an unreadable or corrupt file, a missing image, a multi-frame object, a zero-sized
+            image or a transfer syntax without decoder.
+    """
+    if isinstance(source, Dataset):
+        ds = source
+    else:
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                ds = pydicom.dcmread(source, force=True)
+        except OSError as e:
+            raise UnusableImageError("unreadable", f"{type(e).__name__}: {e.strerror or e}") from e
+        except Exception as e:
+            raise UnusableImageError("corrupt", f"damaged DICOM file ({type(e).__name__}: {e})") from e
+        # a cut encapsulated pixel data element makes pydicom warn and drop the whole data set
+        ended = [str(w.message) for w in caught if "End of file" in str(w.message)]
+        if ended or len(ds) == 0:
+            raise UnusableImageError("corrupt", "truncated file: " + (ended[0] if ended else "no data element read"))
+    problem = dicom_image_problem(ds)
+    if problem is not None:
+        raise problem
+    if "PixelData" not in ds:
+        raise UnusableImageError("no_pixel_data", "the header describes an image but the file has no pixel data")
+    if not getattr(ds, "file_meta", None) or "TransferSyntaxUID" not in ds.file_meta:
+        # pydicom's pixel handlers read the transfer syntax from the file meta, which old files lack
+        ds.file_meta = getattr(ds, "file_meta", None) or FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = _transfer_syntax(ds)
+    try:
+        arr = ds.pixel_array
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+        if photometric == "PALETTE COLOR":
+            arr = apply_color_lut(arr, ds)
+        if arr.ndim == 3:
+            return (arr[..., :3].astype(np.float64) @ _LUMINANCE).astype(np.float32)
+        if arr.ndim != 2:
+            raise UnusableImageError("volume_3d", f"decoded pixel array has shape {arr.shape}, not (rows, columns)")
+        out = _apply_luts(arr, ds, apply_voi)
+        if photometric == "MONOCHROME1":
+            low, high = _output_range(ds, apply_voi)
+            out = (low + high) - out.astype(np.float64)
+        return np.asarray(out, dtype=np.float32)
+    except UnusableImageError:
+        raise
+    except Exception as e:  # decoders raise ValueError, RuntimeError, struct.error... for damaged data
+        raise UnusableImageError("corrupt", f"pixel data cannot be decoded ({type(e).__name__}: {e})") from e
+
+
+class DicomRadiographReader(ImageReader):
+    """A MONAI ``ImageReader`` for single-frame DICOM radiographs, decoded with :func:`decode_dicom`.
+
+    Use it with ``monai.transforms.LoadImage``; it recognises DICOM by content, so files without a ``.dcm`` suffix
+    work. Arrays are rows first, like the project's PNG reading. Only the image geometry goes into the metadata,
+    never a header field.
+
+    Args:
+        apply_voi: apply the VOI LUT / window stored in the file.
+    """
+
+    def __init__(self, apply_voi: bool = True) -> None:
+        super().__init__()
+        self.apply_voi = apply_voi
+
+    def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
+        """Whether every file is DICOM (by content; unreadable files are not)."""
+        try:
+            return all(is_dicom_file(os.fspath(f)) for f in ensure_tuple(filename))
+        except OSError:
+            return False
+
+    def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs) -> list[np.ndarray] | np.ndarray:
+        """Decode one file or several (stacked as channels by :meth:`get_data`)."""
+        images = [decode_dicom(os.fspath(f), apply_voi=self.apply_voi) for f in ensure_tuple(data)]
+        return images if len(images) > 1 else images[0]
+
+    def get_data(self, img: list[np.ndarray] | np.ndarray) -> tuple[np.ndarray, dict]:
+        """Array (stacked on a new first axis for several files) and geometry-only metadata."""
+        images = list(ensure_tuple(img)) if isinstance(img, (list, tuple)) else [img]
+        array = images[0] if len(images) == 1 else np.stack(images)
+        meta = {
+            "spatial_shape": np.asarray(images[0].shape),
+            "original_channel_dim": float("nan") if len(images) == 1 else 0,
+        }
+        return array, meta

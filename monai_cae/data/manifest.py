@@ -1,0 +1,305 @@
+"""The manifest of an image archive: every file found, what it is, and whether it is used or why not."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from monai.utils import optional_import
+from tqdm.auto import tqdm
+
+from .dicom import (
+    HEADER_FIELDS,
+    RADIOGRAPH_MODALITIES,
+    UnusableImageError,
+    dicom_image_problem,
+    header_fields,
+    read_dicom_header,
+)
+from .privacy import pseudonymize
+
+__all__ = [
+    "MANIFEST_COLUMNS",
+    "NIFTI_EXTENSIONS",
+    "PIL_EXTENSIONS",
+    "ITK_EXTENSIONS",
+    "ManifestEntry",
+    "read_manifest",
+    "scan_archive",
+    "write_manifest",
+]
+
+NIFTI_EXTENSIONS = (".nii", ".nii.gz")
+PIL_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+ITK_EXTENSIONS = (".mha", ".mhd", ".nrrd", ".nhdr")
+
+SELECTED, SKIPPED, PROCESSED = "selected", "skipped", "processed"
+
+
+@dataclass
+class ManifestEntry:
+    """One file of an archive.
+
+    Attributes:
+        path: the file's path (as found below the scanned root).
+        image_id: identifier in the outputs: the path relative to the root, or a keyed pseudonym.
+        format: ``"dicom"``, ``"nifti"``, ``"image"`` (PNG, JPEG, TIFF, BMP, ITK formats) or ``""`` when unknown.
+        status: ``"selected"`` (to be processed), ``"processed"`` or ``"skipped"``.
+        reason: skip reason code (a key of :data:`monai_cae.data.dicom.SKIP_REASONS`), empty otherwise.
+        detail: the specific explanation of a skip.
+        PatientID, StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, StudyDate, Modality, ViewPosition,
+        BodyPartExamined: header fields (pseudonymised identifiers when a key is given). For files without a DICOM
+            header, PatientID is the first folder below the root and StudyInstanceUID the second.
+        TransferSyntaxUID: DICOM transfer syntax, empty for other formats.
+        rows, columns: image size from the header (0 when unknown).
+    """
+
+    path: str
+    image_id: str
+    format: str = ""
+    status: str = SELECTED
+    reason: str = ""
+    detail: str = ""
+    PatientID: str = ""
+    StudyInstanceUID: str = ""
+    SeriesInstanceUID: str = ""
+    SOPInstanceUID: str = ""
+    StudyDate: str = ""
+    Modality: str = ""
+    ViewPosition: str = ""
+    BodyPartExamined: str = ""
+    TransferSyntaxUID: str = ""
+    rows: int = 0
+    columns: int = 0
+
+    def skip(self, error: UnusableImageError) -> None:
+        """Mark the entry as skipped for ``error``'s reason (the file's path is masked in the detail)."""
+        # library messages may quote the path, which can hold a patient's name or ID
+        self.status, self.reason, self.detail = SKIPPED, error.reason, error.detail.replace(self.path, "<file>")
+
+
+MANIFEST_COLUMNS = tuple(f.name for f in dataclasses.fields(ManifestEntry))
+
+
+def _list_files(root: str) -> list[str]:
+    found = []
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        found.extend(os.path.join(folder, n) for n in sorted(names))
+    return found
+
+
+def _folder_ids(relative: str) -> tuple[str, str]:
+    parts = relative.split(os.sep)[:-1]
+    return (parts[0] if parts else "", parts[1] if len(parts) > 1 else "")
+
+
+def _probe_image_file(entry: ManifestEntry, lower: str) -> None:
+    # header-only probes: sizes and frame counts without decoding pixels
+    try:
+        if lower.endswith(NIFTI_EXTENSIONS):
+            import nibabel
+
+            shape = tuple(int(s) for s in nibabel.load(entry.path).shape)
+            entry.format = "nifti"
+        elif lower.endswith(ITK_EXTENSIONS):
+            entry.format = "image"
+            if not optional_import("itk")[1]:
+                raise UnusableImageError("no_decoder", f"reading {os.path.splitext(lower)[1]} needs the itk package")
+            return
+        else:
+            from PIL import Image
+
+            entry.format = "image"
+            with Image.open(entry.path) as img:
+                shape = (img.size[1], img.size[0]) + ((img.n_frames,) if getattr(img, "n_frames", 1) > 1 else ())
+    except UnusableImageError:
+        raise
+    except OSError as e:
+        if isinstance(e, (PermissionError, FileNotFoundError, IsADirectoryError)):
+            raise UnusableImageError("unreadable", f"{type(e).__name__}: {e.strerror or e}") from e
+        raise UnusableImageError("corrupt", f"damaged image file ({type(e).__name__}: {e})") from e
+    except Exception as e:
+        raise UnusableImageError("corrupt", f"damaged image file ({type(e).__name__}: {e})") from e
+    # a 2D NIfTI may carry singleton trailing axes (x, y, 1[, 1])
+    while len(shape) > 2 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) > 2:
+        raise UnusableImageError("volume_3d", f"image of shape {shape} where a 2D radiograph is expected")
+    if len(shape) < 2 or min(shape) == 0:
+        raise UnusableImageError("empty_image", f"zero-sized image (shape {shape})")
+    entry.rows, entry.columns = shape if entry.format != "nifti" else shape[::-1]
+
+
+def _matches(value: str, accepted: Sequence[str] | None) -> bool:
+    # a missing tag passes a filter: many archives leave ViewPosition or BodyPartExamined empty
+    return accepted is None or not value or value.upper() in {a.upper() for a in accepted}
+
+
+def _probe_dicom(
+    entry: ManifestEntry,
+    modalities: Sequence[str] | None,
+    views: Sequence[str] | None,
+    body_parts: Sequence[str] | None,
+) -> None:
+    ds = read_dicom_header(entry.path)
+    entry.format = "dicom"
+    for name, value in header_fields(ds).items():
+        setattr(entry, name, value)
+    meta = getattr(ds, "file_meta", None)
+    entry.TransferSyntaxUID = str(meta.get("TransferSyntaxUID", "") if meta is not None else "")
+    entry.rows, entry.columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    problem = dicom_image_problem(ds)
+    if problem is not None:
+        raise problem
+    if modalities is not None and entry.Modality.upper() not in {m.upper() for m in modalities}:
+        raise UnusableImageError(
+            "modality", f"modality {entry.Modality or '(none)'} is not one of {', '.join(modalities)}"
+        )
+    if not _matches(entry.ViewPosition, views):
+        raise UnusableImageError("view", f"view position {entry.ViewPosition} is not one of {', '.join(views)}")
+    if not _matches(entry.BodyPartExamined, body_parts):
+        raise UnusableImageError(
+            "body_part", f"body part {entry.BodyPartExamined} is not one of {', '.join(body_parts)}"
+        )
+
+
+def _probe(
+    path: str, root: str, modalities: Sequence[str] | None, views: Sequence[str] | None,
+    body_parts: Sequence[str] | None,
+) -> ManifestEntry:
+    relative = os.path.relpath(path, root)
+    entry = ManifestEntry(path=path, image_id=relative)
+    try:
+        try:
+            mode = os.stat(path).st_mode  # follows links: a broken one fails here
+        except OSError as e:
+            raise UnusableImageError("unreadable", f"{type(e).__name__}: {e.strerror or e}") from e
+        if not stat.S_ISREG(mode):
+            # opening a FIFO or a device would block or never end
+            raise UnusableImageError("unreadable", "not a regular file (FIFO, socket or device)")
+        lower = path.lower()
+        if lower.endswith(NIFTI_EXTENSIONS + PIL_EXTENSIONS + ITK_EXTENSIONS):
+            entry.PatientID, entry.StudyInstanceUID = _folder_ids(relative)
+            if len(entry.StudyInstanceUID) == 8 and entry.StudyInstanceUID.isdigit():
+                entry.StudyDate = entry.StudyInstanceUID  # a <patient>/<YYYYMMDD>/ layout dates the study
+            _probe_image_file(entry, lower)
+        else:
+            _probe_dicom(entry, modalities, views, body_parts)
+    except UnusableImageError as e:
+        entry.skip(e)
+    except Exception as e:  # a value no reader foresaw (e.g. Rows "1A"): one skipped file, never a failed scan
+        entry.skip(UnusableImageError("corrupt", f"invalid header ({type(e).__name__}: {e})"))
+    return entry
+
+
+def _mark_duplicates(entries: Iterable[ManifestEntry]) -> None:
+    first: dict[str, ManifestEntry] = {}
+    for entry in entries:
+        if entry.status != SELECTED or not entry.SOPInstanceUID:
+            continue
+        if entry.SOPInstanceUID in first:
+            original = first[entry.SOPInstanceUID].image_id
+            entry.skip(UnusableImageError("duplicate", f"same SOPInstanceUID as {original}"))
+        else:
+            first[entry.SOPInstanceUID] = entry
+
+
+def _pseudonymize_entry(entry: ManifestEntry, key: str) -> None:
+    entry.image_id = pseudonymize(entry.SOPInstanceUID or entry.image_id, key, prefix="I-")
+    entry.PatientID = pseudonymize(entry.PatientID, key, prefix="P-")
+    for name in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        setattr(entry, name, pseudonymize(getattr(entry, name), key))
+
+
+def scan_archive(
+    root: str,
+    modalities: Sequence[str] | None = RADIOGRAPH_MODALITIES,
+    views: Sequence[str] | None = None,
+    body_parts: Sequence[str] | None = None,
+    pseudonymize_key: str | None = None,
+    progress: bool = True,
+) -> list[ManifestEntry]:
+    """Scan an archive folder recursively and describe every file, reading headers only.
+
+    Files are recognised by content (DICOM with or without ``.dcm``, with or without preamble) or by extension
+    (NIfTI, PNG/JPEG/BMP/TIFF, MHA/MHD/NRRD). DICOM files are selected when they hold one 2D frame that can be
+    decoded, their Modality is one of ``modalities`` and, when given, their ViewPosition / BodyPartExamined are
+    among ``views`` / ``body_parts`` (an empty tag passes). The modality and view filters do not apply to
+    non-DICOM images, which carry no such tags. A SOPInstanceUID seen before (in sorted path order) is a duplicate.
+    Every other file is kept in the manifest as skipped, with a reason code and a specific explanation.
+
+    Args:
+        root: archive folder.
+        modalities: accepted DICOM modalities; ``None`` accepts any.
+        views: accepted view positions (e.g. ``["PA", "AP"]``); ``None`` accepts any.
+        body_parts: accepted body parts (e.g. ``["CHEST"]``); ``None`` accepts any.
+        pseudonymize_key: when given, PatientID and the UIDs are replaced by keyed hashes
+            (:func:`monai_cae.data.pseudonymize`) and the image id is derived from the SOPInstanceUID (or the
+            relative path); :func:`write_manifest` can then leave the paths out, so that no identifier of the
+            archive reaches the outputs.
+        progress: show a progress bar.
+
+    Returns:
+        One entry per file, in sorted path order.
+
+    Raises:
+        FileNotFoundError: when ``root`` is not a folder.
+    """
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"archive folder not found: {os.path.abspath(root)}.")
+    files = _list_files(root)
+    entries = [
+        _probe(path, root, modalities, views, body_parts)
+        for path in tqdm(files, desc="Scanning headers", unit="file", disable=not progress)
+    ]
+    if pseudonymize_key is not None:
+        for entry in entries:
+            _pseudonymize_entry(entry, pseudonymize_key)
+    _mark_duplicates(entries)  # hashed UIDs are equal exactly when the originals are
+    return entries
+
+
+def write_manifest(entries: Iterable[ManifestEntry], path: str, include_paths: bool = True) -> None:
+    """Write entries as CSV (columns :data:`MANIFEST_COLUMNS`), atomically.
+
+    Args:
+        entries: manifest entries.
+        path: destination file.
+        include_paths: write the file paths; when false the ``path`` column is left empty (paths often hold
+            patient names or IDs, so pseudonymized reports leave them out and rely on ``image_id``).
+    """
+
+    # imported here: monai_cae.engines imports the evaluation code, which may import this package
+    from monai_cae.engines.strata import atomic_write
+
+    def write(f) -> None:
+        writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        for e in entries:
+            writer.writerow({**dataclasses.asdict(e), **({} if include_paths else {"path": ""})})
+
+    atomic_write(path, write)
+
+
+def read_manifest(path: str) -> list[ManifestEntry]:
+    """Read a manifest written by :func:`write_manifest`.
+
+    Args:
+        path: the CSV file.
+
+    Returns:
+        The entries.
+
+    Raises:
+        ValueError: when the columns are not :data:`MANIFEST_COLUMNS`.
+    """
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
+            raise ValueError(f"{path} is not a manifest: columns {reader.fieldnames}, expected {MANIFEST_COLUMNS}.")
+        return [ManifestEntry(**{**row, "rows": int(row["rows"]), "columns": int(row["columns"])}) for row in reader]

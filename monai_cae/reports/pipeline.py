@@ -1,0 +1,127 @@
+"""From an archive folder and a trained model to a report folder, streaming the images."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from monai_cae.data.cohort import CohortDataLoader, CohortDataset
+from monai_cae.data.dicom import RADIOGRAPH_MODALITIES
+from monai_cae.data.manifest import scan_archive
+from monai_cae.engines.strata import StrataAssignment, assign_strata
+from monai_cae.networks.nets import ContrastiveAutoEncoder
+
+from .writer import check_output_dir, write_report
+
+__all__ = ["assign_cohort", "generate_report"]
+
+
+class _Peeked:
+    """An iterable whose first element was already taken, keeping the source's length for progress bars."""
+
+    def __init__(self, first: dict, rest: Iterator[dict], length: int | None) -> None:
+        self.first, self.rest, self.length = first, rest, length
+
+    def __iter__(self) -> Iterator[dict]:
+        return itertools.chain([self.first], self.rest)
+
+    def __len__(self) -> int:
+        return self.length or 0
+
+
+def assign_cohort(
+    network: ContrastiveAutoEncoder, data_loader: Iterable[dict], device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> StrataAssignment:
+    """:func:`~monai_cae.engines.assign_strata`, that also accepts a loader yielding nothing (every image failed).
+
+    Args:
+        network: trained network with prototypes.
+        data_loader: loader of image batches, e.g. a :class:`~monai_cae.data.CohortDataLoader`.
+        device: device to run on.
+        progress: show a progress bar.
+
+    Returns:
+        The assignment; with zero rows when no batch came.
+    """
+    iterator = iter(data_loader)
+    first = next(iterator, None)
+    if first is None:
+        k, d = network.num_prototypes, network.latent_size
+        return StrataAssignment(
+            embeddings=np.zeros((0, d), np.float32), probabilities=np.zeros((0, k), np.float32),
+            similarities=np.zeros((0, k), np.float32), ids=[], indices=np.zeros(0, np.int64),
+            labels=np.zeros(0, np.int64),
+        )
+    length = len(data_loader) if hasattr(data_loader, "__len__") else None
+    return assign_strata(network, _Peeked(first, iterator, length), device, progress)
+
+
+def generate_report(
+    network: ContrastiveAutoEncoder,
+    input_dir: str,
+    output_dir: str,
+    img_size: Sequence[int] | int = 28,
+    modalities: Sequence[str] | None = RADIOGRAPH_MODALITIES,
+    views: Sequence[str] | None = None,
+    body_parts: Sequence[str] | None = None,
+    pseudonymize_key: str | None = None,
+    overwrite: bool = False,
+    thumbnails: bool = True,
+    outlier_threshold: float | None = None,
+    outlier_percentile: float = 1.0,
+    reference_embeddings: str | None = None,
+    cache_dir: str | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: torch.device | str = "cpu",
+    model_name: str = "",
+    progress: bool = True,
+) -> dict:
+    """Scan an archive, stream its radiographs through the model and write the report folder.
+
+    The same steps as the bundle's ``inference`` workflow with ``--input_dir`` (``bundles/cae/configs/
+    inference.json``): :func:`~monai_cae.reports.check_output_dir`, :func:`~monai_cae.data.scan_archive`,
+    :class:`~monai_cae.data.CohortDataset` / :class:`~monai_cae.data.CohortDataLoader`, :func:`assign_cohort`,
+    :func:`~monai_cae.reports.write_report`. Only one batch of pixels is in memory at a time.
+
+    Args:
+        network: trained network with prototypes, on ``device``.
+        input_dir: archive folder.
+        output_dir: report folder.
+        img_size: the model's input size.
+        modalities, views, body_parts: DICOM selection (see :func:`~monai_cae.data.scan_archive`).
+        pseudonymize_key: HMAC key replacing identifiers with pseudonyms; ``None`` keeps them.
+        overwrite: replace an existing report.
+        thumbnails: put example images in the page.
+        outlier_threshold, outlier_percentile, reference_embeddings: outlier flag (see
+            :func:`~monai_cae.reports.outlier_threshold`).
+        cache_dir: optional cache of preprocessed images.
+        batch_size: images per batch.
+        num_workers: loader processes.
+        device: device of the network.
+        model_name: name of the model in the report.
+        progress: show progress bars.
+
+    Returns:
+        The content of ``report.json``.
+
+    Raises:
+        FileExistsError: when ``output_dir`` holds a report and ``overwrite`` is false.
+        FileNotFoundError: when ``input_dir`` is not a folder.
+        NoImagesError: when no image could be processed (after writing the folder that lists why).
+    """
+    check_output_dir(output_dir, overwrite)
+    manifest = scan_archive(input_dir, modalities, views, body_parts, pseudonymize_key, progress)
+    dataset = CohortDataset(manifest, img_size, cache_dir=cache_dir)
+    loader = CohortDataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    assignment = assign_cohort(network, loader, device, progress)
+    return write_report(
+        assignment, dataset, network, output_dir, skipped=loader.skipped, overwrite=overwrite,
+        thumbnails=thumbnails, outlier_threshold_value=outlier_threshold, outlier_percentile=outlier_percentile,
+        reference_embeddings=reference_embeddings, device=device, model_name=model_name,
+        pseudonymized=pseudonymize_key is not None,
+    )

@@ -1,0 +1,203 @@
+"""Per-image and per-patient strata tables, and the outlier threshold."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from monai_cae.data.manifest import ManifestEntry
+from monai_cae.engines.strata import StrataAssignment
+
+__all__ = [
+    "image_columns",
+    "PATIENT_COLUMNS",
+    "OutlierThreshold",
+    "image_rows",
+    "nearest_similarity",
+    "outlier_threshold",
+    "patient_rows",
+]
+
+PATIENT_COLUMNS = [
+    "patient_id",
+    "n_images",
+    "n_studies",
+    "first_study_date",
+    "last_study_date",
+    "study_strata",
+    "majority_stratum",
+    "confidence",
+    "mean_probability",
+    "stratum_changed",
+    "n_outliers",
+]
+
+
+def image_columns(k: int) -> list[str]:
+    """Columns of ``strata_per_image.csv`` for ``k`` strata."""
+    return [
+        "image_id", "patient_id", "study_uid", "study_date", "series_uid", "sop_uid", "modality", "view", "body_part",
+        "stratum", *[f"prob_{j}" for j in range(k)], "similarity", "outlier",
+    ]
+
+
+@dataclass
+class OutlierThreshold:
+    """Cosine similarity to the nearest prototype below which an image is flagged as an outlier.
+
+    Attributes:
+        value: the threshold.
+        source: ``"fixed"``, ``"reference"`` (a percentile of the reference embeddings' similarities, e.g. the
+            training set's) or ``"cohort"`` (a percentile of the cohort's own similarities).
+        percentile: the percentile used, or ``None`` for a fixed threshold.
+    """
+
+    value: float
+    source: str
+    percentile: float | None
+
+
+def nearest_similarity(embeddings: np.ndarray, prototypes: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each embedding to its nearest prototype.
+
+    Args:
+        embeddings: ``(N, D)`` latents.
+        prototypes: ``(K, D)`` prototypes.
+
+    Returns:
+        ``(N,)`` similarities.
+    """
+    e = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    p = prototypes / np.maximum(np.linalg.norm(prototypes, axis=1, keepdims=True), 1e-12)
+    return (e @ p.T).max(1)
+
+
+def outlier_threshold(
+    similarities: np.ndarray,
+    threshold: float | None = None,
+    percentile: float = 1.0,
+    reference_similarities: np.ndarray | None = None,
+) -> OutlierThreshold:
+    """Choose the outlier threshold: a fixed value, else a percentile of reference similarities, else of the cohort.
+
+    The reference is best the training set (its embeddings are ``prototypes/embeddings.npy`` of the training run):
+    images less similar to every prototype than all but ``percentile`` % of the training images are outliers.
+    Without one, the cohort's own similarities are used, which flags the least typical ``percentile`` % of it.
+
+    Args:
+        similarities: ``(N,)`` nearest-prototype similarities of the cohort.
+        threshold: fixed cosine similarity in [-1, 1]; wins when given.
+        percentile: percentile in [0, 100].
+        reference_similarities: nearest-prototype similarities of reference images.
+
+    Returns:
+        The threshold and where it came from.
+
+    Raises:
+        ValueError: for a threshold outside [-1, 1] or a percentile outside [0, 100].
+    """
+    if threshold is not None:
+        if not -1.0 <= threshold <= 1.0:
+            raise ValueError(f"outlier_threshold must be a cosine similarity in [-1, 1], got {threshold}.")
+        return OutlierThreshold(float(threshold), "fixed", None)
+    if not 0.0 <= percentile <= 100.0:
+        raise ValueError(f"outlier_percentile must be in [0, 100], got {percentile}.")
+    if reference_similarities is not None and len(reference_similarities):
+        return OutlierThreshold(float(np.percentile(reference_similarities, percentile)), "reference", percentile)
+    value = float(np.percentile(similarities, percentile)) if len(similarities) else -1.0
+    return OutlierThreshold(value, "cohort", percentile)
+
+
+def image_rows(
+    entries: Sequence[ManifestEntry], assignment: StrataAssignment, threshold: OutlierThreshold
+) -> list[dict]:
+    """One row per processed image (columns :func:`image_columns`), in assignment order.
+
+    Args:
+        entries: the cohort's entries; ``assignment.indices`` index into them.
+        assignment: the model's assignment of the images.
+        threshold: outlier threshold.
+
+    Returns:
+        Rows as dictionaries; probabilities and similarity are floats, ``outlier`` a bool.
+    """
+    rows = []
+    for i, index in enumerate(assignment.indices):
+        e = entries[int(index)]
+        similarity = float(assignment.nearest_similarity[i])
+        rows.append(
+            {
+                "image_id": e.image_id, "patient_id": e.PatientID, "study_uid": e.StudyInstanceUID,
+                "study_date": e.StudyDate, "series_uid": e.SeriesInstanceUID, "sop_uid": e.SOPInstanceUID,
+                "modality": e.Modality, "view": e.ViewPosition, "body_part": e.BodyPartExamined,
+                "stratum": int(assignment.clusters[i]),
+                **{f"prob_{j}": float(p) for j, p in enumerate(assignment.probabilities[i])},
+                "similarity": similarity, "outlier": bool(similarity < threshold.value),
+            }
+        )
+    return rows
+
+
+def _vote(rows: Sequence[dict], k: int) -> int:
+    # hard majority; a tie goes to the stratum with the larger total soft probability
+    counts = Counter(r["stratum"] for r in rows)
+    mass = np.sum([[r[f"prob_{j}"] for j in range(k)] for r in rows], axis=0)
+    return int(max(counts, key=lambda s: (counts[s], mass[s])))
+
+
+def patient_rows(rows: Sequence[dict], k: int) -> tuple[list[dict], dict[str, list[dict]]]:
+    """Group image rows by patient and study.
+
+    A study's stratum is the majority stratum of its images; studies are ordered by date (then UID). The patient's
+    majority stratum is the majority over all their images (ties to the larger total probability); ``confidence``
+    is the share of their images in it and ``mean_probability`` the mean soft probability of it.
+    ``stratum_changed`` is true when the patient's studies do not all have the same stratum. Images without a
+    PatientID are grouped under ``""``.
+
+    Args:
+        rows: output of :func:`image_rows`.
+        k: number of strata.
+
+    Returns:
+        ``(patients, studies)``: one row per patient (columns :data:`PATIENT_COLUMNS`, sorted by patient id),
+        and per patient the list of ``{"study_uid", "study_date", "n_images", "stratum"}`` in time order.
+    """
+    by_patient: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_patient[r["patient_id"]].append(r)
+    patients, timelines = [], {}
+    for pid in sorted(by_patient):
+        images = by_patient[pid]
+        by_study: dict[str, list[dict]] = defaultdict(list)
+        for r in images:
+            by_study[r["study_uid"]].append(r)
+        studies = sorted(
+            (
+                {"study_uid": uid, "study_date": group[0]["study_date"], "n_images": len(group),
+                 "stratum": _vote(group, k)}
+                for uid, group in by_study.items()
+            ),
+            key=lambda s: (s["study_date"], s["study_uid"]),
+        )
+        majority = _vote(images, k)
+        dates = [s["study_date"] for s in studies if s["study_date"]]
+        patients.append(
+            {
+                "patient_id": pid,
+                "n_images": len(images),
+                "n_studies": len(studies),
+                "first_study_date": min(dates) if dates else "",
+                "last_study_date": max(dates) if dates else "",
+                "study_strata": " ".join(f"{s['study_date'] or '?'}:{s['stratum']}" for s in studies),
+                "majority_stratum": majority,
+                "confidence": sum(r["stratum"] == majority for r in images) / len(images),
+                "mean_probability": float(np.mean([r[f"prob_{majority}"] for r in images])),
+                "stratum_changed": len({s["stratum"] for s in studies}) > 1,
+                "n_outliers": sum(bool(r["outlier"]) for r in images),
+            }
+        )
+        timelines[pid] = studies
+    return patients, timelines

@@ -1,0 +1,288 @@
+"""Writing a cohort report folder: tables, report.json, report.html, all published at once."""
+
+from __future__ import annotations
+
+import csv
+import ctypes
+import datetime
+import json
+import os
+import shutil
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+import monai_cae
+from monai_cae.data.cohort import CohortDataset
+from monai_cae.data.dicom import UnusableImageError
+from monai_cae.data.manifest import PROCESSED, SKIPPED, write_manifest
+from monai_cae.engines.strata import StrataAssignment, atomic_write, write_assignments
+from monai_cae.networks.nets import ContrastiveAutoEncoder
+
+from .figures import data_uri, decode_prototypes, image_png, latent_map_png
+from .html import render_report_html
+from .tables import PATIENT_COLUMNS, image_columns, image_rows, nearest_similarity, outlier_threshold, patient_rows
+
+__all__ = ["REPORT_FILES", "NoImagesError", "check_output_dir", "publish_folder", "write_report"]
+
+REPORT_FILES = (
+    "manifest.csv", "skipped.csv", "embeddings.npy", "assignments.csv", "strata_per_image.csv",
+    "strata_per_patient.csv", "report.json", "report.html",
+)
+
+
+class NoImagesError(RuntimeError):
+    """No image of the archive could be processed (the report folder still lists every file and why)."""
+
+
+def check_output_dir(output_dir: str, overwrite: bool = False) -> None:
+    """Fail early, before any work, when the report cannot be written where asked.
+
+    Args:
+        output_dir: report folder.
+        overwrite: whether an existing report may be replaced.
+
+    Raises:
+        FileExistsError: when ``output_dir`` is a file, or a non-empty folder and ``overwrite`` is false.
+        PermissionError: when its parent folder cannot be written.
+    """
+    path = os.path.abspath(output_dir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise FileExistsError(f"output_dir {path} is a file, not a folder.")
+    if os.path.isdir(path) and os.listdir(path) and not overwrite:
+        raise FileExistsError(
+            f"output_dir {path} already holds a report; pass --overwrite (bundle: --overwrite True) to replace it."
+        )
+    parent = os.path.dirname(path)
+    existing = parent
+    while not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write the report: {existing} is not writable.")
+
+
+def _exchange(a: str, b: str) -> bool:
+    # renameat2(RENAME_EXCHANGE) swaps two folders in one atomic step (Linux >= 3.15, glibc >= 2.28)
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def publish_folder(staging: str, output_dir: str, overwrite: bool = False) -> None:
+    """Move a finished staging folder to ``output_dir`` so that readers see the old folder or the new, never half.
+
+    A missing or empty ``output_dir`` is replaced by one ``rename``; an existing one (with ``overwrite``) is swapped
+    with ``renameat2(RENAME_EXCHANGE)``, then removed. Where that call is missing, the old folder is renamed aside
+    first (a kill between the two renames leaves it complete under ``<staging>.old``).
+
+    Args:
+        staging: the finished folder, on the same file system as ``output_dir``.
+        output_dir: destination.
+        overwrite: whether a non-empty ``output_dir`` may be replaced.
+
+    Raises:
+        FileExistsError: when ``output_dir`` is not empty and ``overwrite`` is false.
+    """
+    if os.path.isdir(output_dir) and os.listdir(output_dir):
+        if not overwrite:
+            raise FileExistsError(f"output_dir {os.path.abspath(output_dir)} already holds a report; pass --overwrite.")
+        if _exchange(staging, output_dir):
+            shutil.rmtree(staging)
+            return
+        aside = staging + ".old"
+        os.rename(output_dir, aside)
+        os.rename(staging, output_dir)
+        shutil.rmtree(aside)
+        return
+    os.rename(staging, output_dir)  # POSIX rename replaces an empty folder atomically
+
+
+def _write_rows(path: str, columns: Sequence[str], rows: Sequence[dict]) -> None:
+    def write(f) -> None:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else int(v) if isinstance(v, bool) else v)
+                             for k, v in row.items()})
+
+    atomic_write(path, write)
+
+
+def _reference_similarities(reference_embeddings: str | np.ndarray | None, prototypes: np.ndarray) -> np.ndarray | None:
+    if reference_embeddings is None:
+        return None
+    if isinstance(reference_embeddings, str):
+        if not os.path.isfile(reference_embeddings):
+            raise FileNotFoundError(f"reference_embeddings not found: {os.path.abspath(reference_embeddings)}.")
+        reference_embeddings = np.load(reference_embeddings)
+    reference = np.asarray(reference_embeddings, dtype=np.float32)
+    if reference.ndim != 2 or reference.shape[1] != prototypes.shape[1]:
+        raise ValueError(
+            f"reference_embeddings must be (N, {prototypes.shape[1]}) latents, got shape {reference.shape}."
+        )
+    return nearest_similarity(reference, prototypes)
+
+
+def _thumbnails(dataset: CohortDataset, assignment: StrataAssignment, outliers: np.ndarray, k: int, n: int) -> list:
+    # the n most typical images of each stratum (highest similarity to its prototype), loaded again on their own
+    # so that no image had to be kept while streaming
+    thumbs: list[list[str]] = [[] for _ in range(k)]
+    clusters, similarity = assignment.clusters, assignment.nearest_similarity
+    for stratum in range(k):
+        members = np.flatnonzero((clusters == stratum) & ~outliers)
+        for i in members[np.argsort(-similarity[members], kind="stable")][:n]:
+            item = dataset[int(assignment.indices[i])]
+            if item["ok"]:
+                thumbs[stratum].append(data_uri(image_png(item["image"], scale=3)))
+    return thumbs
+
+
+def write_report(
+    assignment: StrataAssignment,
+    dataset: CohortDataset,
+    network: ContrastiveAutoEncoder,
+    output_dir: str,
+    skipped: Sequence[tuple[int, str, str]] = (),
+    overwrite: bool = False,
+    thumbnails: bool = True,
+    thumbnails_per_stratum: int = 6,
+    outlier_threshold_value: float | None = None,
+    outlier_percentile: float = 1.0,
+    reference_embeddings: str | np.ndarray | None = None,
+    device: torch.device | str = "cpu",
+    model_name: str = "",
+    pseudonymized: bool = False,
+) -> dict:
+    """Write the report folder of a cohort.
+
+    Files: ``manifest.csv`` (every file, final status), ``skipped.csv`` (every skipped file with reason code and
+    detail), ``embeddings.npy`` and ``assignments.csv`` (as :func:`monai_cae.engines.write_assignments`),
+    ``strata_per_image.csv``, ``strata_per_patient.csv``, ``report.json``, ``report.html`` (self-contained) and
+    ``figures/`` (decoded prototypes, latent map). Everything is written to a hidden staging folder beside
+    ``output_dir``, then published at once by :func:`publish_folder`. No header field other than
+    :data:`monai_cae.data.HEADER_FIELDS` is ever read into the outputs.
+
+    Args:
+        assignment: the model's assignment of the images that loaded.
+        dataset: the cohort (its ``manifest`` lists every file, its ``entries`` the selected ones).
+        network: the trained network.
+        output_dir: report folder.
+        skipped: ``(index, reason, detail)`` of the selected images that failed to load
+            (:attr:`monai_cae.data.CohortDataLoader.skipped`).
+        overwrite: replace an existing report.
+        thumbnails: put example images of each stratum in the page (off when burnt-in text could identify).
+        thumbnails_per_stratum: examples per stratum.
+        outlier_threshold_value: fixed cosine-similarity threshold for outliers (see
+            :func:`~monai_cae.reports.outlier_threshold`).
+        outlier_percentile: percentile of the reference (else cohort) similarities used as threshold.
+        reference_embeddings: ``(N, D)`` reference latents or a ``.npy`` path, e.g. the training run's
+            ``prototypes/embeddings.npy``.
+        device: device of the network.
+        model_name: what to call the model in the report (e.g. the checkpoint file name).
+        pseudonymized: whether the identifiers are pseudonyms (stated in the report); the file paths are then left
+            out of ``manifest.csv`` and ``skipped.csv``.
+
+    Returns:
+        The content of ``report.json``.
+
+    Raises:
+        FileExistsError: when ``output_dir`` holds a report and ``overwrite`` is false.
+        NoImagesError: after writing the folder, when no image could be processed.
+    """
+    entries, manifest = dataset.entries, dataset.manifest
+    for index, reason, detail in skipped:
+        entries[index].skip(UnusableImageError(reason, detail))
+    for index in assignment.indices:
+        entries[int(index)].status = PROCESSED
+    prototypes = network.prototypes.detach().float().cpu().numpy()
+    k = len(prototypes)
+    threshold = outlier_threshold(
+        assignment.nearest_similarity, outlier_threshold_value, outlier_percentile,
+        _reference_similarities(reference_embeddings, prototypes),
+    )
+    rows = image_rows(entries, assignment, threshold)
+    patients, timelines = patient_rows(rows, k)
+    outliers = np.array([r["outlier"] for r in rows], dtype=bool)
+    skipped_entries = [e for e in manifest if e.status == SKIPPED]
+    processed = len(rows)
+    status = "ok" if processed else "failed"
+    report = {
+        "version": monai_cae.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "status": status,
+        "message": "" if processed else "No image could be processed: every file is listed in skipped.csv.",
+        "model": {"name": model_name, "num_strata": k, "latent_size": int(prototypes.shape[1])},
+        "options": {"pseudonymized": pseudonymized, "thumbnails": thumbnails},
+        "counts": {
+            "files": len(manifest), "processed": processed, "skipped": len(skipped_entries),
+            "patients": len(patients), "studies": sum(p["n_studies"] for p in patients),
+            "patients_changed": sum(p["stratum_changed"] for p in patients),
+            "skipped_by_reason": dict(Counter(e.reason for e in skipped_entries)),
+        },
+        "outlier": {
+            "threshold": threshold.value, "source": threshold.source, "percentile": threshold.percentile,
+            "n_outliers": int(outliers.sum()),
+        },
+        "strata": [
+            {
+                "stratum": j,
+                "n_images": int((assignment.clusters == j).sum()),
+                "n_patients": sum(p["majority_stratum"] == j for p in patients),
+                "mean_similarity": float(assignment.nearest_similarity[assignment.clusters == j].mean())
+                if (assignment.clusters == j).any() else 0.0,
+            }
+            for j in range(k)
+        ],
+        "patients": [{**p, "studies": timelines[p["patient_id"]]} for p in patients],
+        "files": list(REPORT_FILES),
+    }
+
+    norms = np.linalg.norm(assignment.embeddings, axis=1)
+    typical = float(norms.mean()) if processed else 1.0
+    stratum_norms = [float(norms[assignment.clusters == j].mean()) if (assignment.clusters == j).any() else typical
+                     for j in range(k)]
+    decoded = decode_prototypes(network, device, np.asarray(stratum_norms))
+    prototype_pngs = [image_png(img, scale=4) for img in decoded]
+    latent_png = latent_map_png(assignment.embeddings, assignment.clusters, prototypes, outliers) if processed else None
+    thumbs = _thumbnails(dataset, assignment, outliers, k, thumbnails_per_stratum) if thumbnails and processed else None
+    html = render_report_html(
+        report, [data_uri(p) for p in prototype_pngs], thumbs, data_uri(latent_png) if latent_png else None
+    )
+
+    target = os.path.abspath(output_dir)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    # not mkdtemp, which makes the folder private: a report folder gets the usual umask rights
+    staging = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.tmp-{uuid.uuid4().hex}")
+    os.mkdir(staging)
+    try:
+        write_manifest(manifest, os.path.join(staging, "manifest.csv"), include_paths=not pseudonymized)
+        write_manifest(skipped_entries, os.path.join(staging, "skipped.csv"), include_paths=not pseudonymized)
+        write_assignments(assignment, staging)
+        _write_rows(os.path.join(staging, "strata_per_image.csv"), image_columns(k), rows)
+        _write_rows(os.path.join(staging, "strata_per_patient.csv"), PATIENT_COLUMNS, patients)
+        for j, png in enumerate(prototype_pngs):
+            atomic_write(os.path.join(staging, "figures", f"prototype_{j}.png"), lambda f, b=png: f.write(b), "wb")
+        if latent_png:
+            atomic_write(os.path.join(staging, "figures", "latent_map.png"), lambda f: f.write(latent_png), "wb")
+        atomic_write(os.path.join(staging, "report.json"), lambda f: json.dump(report, f, indent=1))
+        atomic_write(os.path.join(staging, "report.html"), lambda f: f.write(html))
+        publish_folder(staging, target, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if not processed:
+        raise NoImagesError(
+            f"no image could be processed ({len(manifest)} files, reasons {report['counts']['skipped_by_reason']}); "
+            f"every file and why is listed in {os.path.join(target, 'skipped.csv')}."
+        )
+    return report
+
