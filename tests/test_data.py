@@ -74,19 +74,29 @@ def test_medmnist_split_sizes_and_class_counts(shared_data: str, split: str) -> 
     assert counts.tolist() == [normal, pneumonia]
 
 
+def percentile_scaled(raw: np.ndarray) -> np.ndarray:
+    """Reference: each image's 0.5-99.5 percentile range mapped to [0, 1] and clipped, image by image."""
+    out = np.empty(raw.shape, dtype=np.float64)
+    for i, image in enumerate(raw.astype(np.float64)):
+        low, high = np.percentile(image, [0.5, 99.5])
+        out[i] = np.clip((image - low) / max(high - low, 1e-6), 0, 1)
+    return out
+
+
 @pytest.mark.parametrize("split", sorted(PNEUMONIA_SPLITS))
-def test_medmnist_images_are_npz_over_255(shared_data: str, pneumonia_npz: dict, split: str) -> None:
+def test_medmnist_images_are_percentile_scaled_npz(shared_data: str, pneumonia_npz: dict, split: str) -> None:
     ds = MedMNISTDataset("pneumoniamnist", split, medmnist_root(shared_data))
     raw = pneumonia_npz[f"{split}_images"]
     raw_labels = pneumonia_npz[f"{split}_labels"].reshape(-1)
     assert raw.dtype == np.uint8
     assert ds.images.shape == (len(raw), 1, 28, 28) and ds.images.dtype == torch.float32
-    np.testing.assert_allclose(ds.images[:, 0].numpy(), raw.astype(np.float64) / 255.0, rtol=0, atol=1e-7)
-    assert 0.0 <= float(ds.images.min()) and float(ds.images.max()) <= 1.0
+    reference = percentile_scaled(raw)
+    np.testing.assert_allclose(ds.images[:, 0].numpy(), reference, rtol=0, atol=1e-5)
+    assert float(ds.images.min()) == 0.0 and float(ds.images.max()) == 1.0
     for i in (0, len(raw) // 2, len(raw) - 1):
         item = ds[i]
         assert item["image"].shape == (1, 28, 28) and item["image"].dtype == torch.float32
-        assert torch.equal(item["image"][0], torch.from_numpy(raw[i].astype(np.float32) / 255.0))
+        np.testing.assert_allclose(item["image"][0].numpy(), reference[i], atol=1e-5)
         assert item["index"] == i and item["id"] == str(i)
         assert int(item["label"]) == int(raw_labels[i])
 
@@ -133,7 +143,7 @@ def test_mnist_labels_and_images_match_raw_idx(mnist_splits: dict, mnist_raw: tu
     for ds in mnist_splits.values():
         ids = np.array([int(item["id"]) for item in ds.data])
         np.testing.assert_array_equal(ds.labels.numpy(), labels[ids].astype(np.int64))
-        np.testing.assert_allclose(ds.images[:, 0].numpy(), images[ids] / 255.0, rtol=0, atol=1e-7)
+        np.testing.assert_allclose(ds.images[:, 0].numpy(), percentile_scaled(images[ids]), rtol=0, atol=1e-5)
     # every digit occurs in the training subset (a random 70 % of 10,000 digits)
     assert set(np.unique(mnist_splits["train"].labels.numpy())) == set(range(10))
 
@@ -193,19 +203,19 @@ def test_read_idx_rejects_non_idx(tmp_path) -> None:
 def test_array_dataset_layouts() -> None:
     rng = np.random.default_rng(0)
     grey = rng.integers(0, 256, (5, 6, 7), dtype=np.uint8)
-    ds = ArrayImageDataset(grey)
+    ds = ArrayImageDataset(grey, intensity="dtype")
     assert ds.images.shape == (5, 1, 6, 7)
     np.testing.assert_allclose(ds.images[:, 0].numpy(), grey / 255.0, atol=1e-7)
 
     last = rng.integers(0, 256, (5, 6, 7, 3), dtype=np.uint8)
-    ds = ArrayImageDataset(last, channel_last=True)
+    ds = ArrayImageDataset(last, channel_last=True, intensity="dtype")
     assert ds.images.shape == (5, 3, 6, 7)
     # channel c of image n at (row, col) is last[n, row, col, c]
     assert float(ds.images[2, 1, 4, 5]) == pytest.approx(last[2, 4, 5, 1] / 255.0)
     np.testing.assert_allclose(ds.images.numpy(), last.transpose(0, 3, 1, 2) / 255.0, atol=1e-7)
 
     first = rng.integers(0, 256, (5, 2, 6, 7), dtype=np.uint8)
-    ds = ArrayImageDataset(first, channel_last=False)
+    ds = ArrayImageDataset(first, channel_last=False, intensity="dtype")
     assert ds.images.shape == (5, 2, 6, 7)
     np.testing.assert_allclose(ds.images.numpy(), first / 255.0, atol=1e-7)
 
@@ -215,7 +225,7 @@ def test_array_dataset_layouts() -> None:
     [(np.uint8, 255, 1.0), (np.uint8, 51, 0.2), (np.uint16, 65535, 1.0), (np.uint16, 255, 255 / 65535)],
 )
 def test_array_dataset_integer_scaling(dtype, value: int, expected: float) -> None:
-    ds = ArrayImageDataset(np.full((2, 4, 4), value, dtype=dtype))
+    ds = ArrayImageDataset(np.full((2, 4, 4), value, dtype=dtype), intensity="dtype")
     assert ds.images.dtype == torch.float32
     assert torch.allclose(ds.images, torch.full((2, 1, 4, 4), expected), rtol=1e-6, atol=0)
 
@@ -223,9 +233,23 @@ def test_array_dataset_integer_scaling(dtype, value: int, expected: float) -> No
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_array_dataset_float_kept(dtype) -> None:
     images = np.array([[[-0.5, 2.0], [0.25, 7.0]]], dtype=dtype)
-    ds = ArrayImageDataset(images)
+    ds = ArrayImageDataset(images, intensity="dtype")
     assert ds.images.dtype == torch.float32
     np.testing.assert_array_equal(ds.images[0, 0].numpy(), images[0].astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_array_dataset_percentile_scaling_per_image(dtype) -> None:
+    rng = np.random.default_rng(1)
+    images = (rng.random((4, 9, 9)) * [[[10]], [[100]], [[1000]], [[50]]] + [[[0]], [[5]], [[20]], [[3]]]).astype(dtype)
+    images[1, 0, 0] = images[1].max() * 3  # one hot pixel must not set the scale of its whole image
+    ds = ArrayImageDataset(images)
+    np.testing.assert_allclose(ds.images[:, 0].numpy(), percentile_scaled(images), atol=1e-5)
+    # every image is scaled on its own: each spans [0, 1] whatever its exposure
+    assert ds.images.flatten(1).min(1).values.tolist() == [0.0] * 4
+    assert ds.images.flatten(1).max(1).values.tolist() == [1.0] * 4
+    with pytest.raises(ValueError, match="intensity"):
+        ArrayImageDataset(images, intensity="zscore")
 
 
 def test_array_dataset_items_labels_and_ids() -> None:
