@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import clustering, data, engines, evaluation, handlers, losses, networks, optimizers, transforms
+from . import clustering, data, engines, evaluation, handlers, losses, networks, optimizers, transforms, visualize
 
 __all__ = [
     "__version__",
@@ -21,4 +21,5 @@ __all__ = [
     "networks",
     "optimizers",
     "transforms",
+    "visualize",
 ]

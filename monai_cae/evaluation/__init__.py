@@ -1,10 +1,19 @@
 from __future__ import annotations
 
+from .baselines import (
+    kmeans_assigner,
+    pca_features,
+    prototype_assigner,
+    resnet_features,
+    resnet_predict,
+    train_supervised_resnet18,
+)
 from .cluster_mapping import ClusterLabelMapping
 from .knn import knn_votes
 from .linear_probe import LinearProbe
 from .metrics import classification_metrics, clustering_metrics, hungarian_accuracy
 from .protocol import evaluate_representation, labelled_subset, results_markdown, write_results
+from .workflow import embed_splits, evaluate_model
 
 __all__ = [
     "ClusterLabelMapping",
@@ -17,4 +26,12 @@ __all__ = [
     "labelled_subset",
     "results_markdown",
     "write_results",
+    "kmeans_assigner",
+    "pca_features",
+    "prototype_assigner",
+    "resnet_features",
+    "resnet_predict",
+    "train_supervised_resnet18",
+    "embed_splits",
+    "evaluate_model",
 ]
