@@ -7,11 +7,16 @@ cd "$(dirname "$0")"
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
-EXTRAS=${EXTRAS:-dicom,dev}
+EXTRAS=${EXTRAS:-dicom,dev,label}
 
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 # shellcheck disable=SC2086
 "$VENV/bin/python" -m pip install --quiet $TORCH_SPEC
 "$VENV/bin/python" -m pip install --quiet -e ".[$EXTRAS]"
+# MONAI Label and pydicom-seg pin numpy < 2 in their metadata (MONAI Label also pulls a CUDA torch, torchvision and
+# sam2) but run without those pins: they go in without dependencies, the `label` extra holding what they import
+case ",$EXTRAS," in
+    *,label,*) "$VENV/bin/python" -m pip install --quiet --no-deps "monailabel==0.8.5" "pydicom-seg==0.4.1" ;;
+esac
 "$VENV/bin/python" -c "import monai_cae, torch, monai; print('monai_cae', monai_cae.__version__, '| torch', torch.__version__, '| monai', monai.__version__)"

@@ -18,7 +18,7 @@ from .dicom import (
     is_dicom_file,
     read_dicom_header,
 )
-from .manifest import MANIFEST_COLUMNS, ManifestEntry, read_manifest, scan_archive, write_manifest
+from .manifest import MANIFEST_COLUMNS, ManifestEntry, probe_file, read_manifest, scan_archive, write_manifest
 from .cohort import CohortDataLoader, CohortDataset, LoadRadiographd, cohort_collate, cohort_transform
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "read_dicom_header",
     "MANIFEST_COLUMNS",
     "ManifestEntry",
+    "probe_file",
     "read_manifest",
     "scan_archive",
     "write_manifest",

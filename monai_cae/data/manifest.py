@@ -28,6 +28,7 @@ __all__ = [
     "PIL_EXTENSIONS",
     "ITK_EXTENSIONS",
     "ManifestEntry",
+    "probe_file",
     "read_manifest",
     "scan_archive",
     "write_manifest",
@@ -195,6 +196,28 @@ def _probe(
     except Exception as e:  # a value no reader foresaw (e.g. Rows "1A"): one skipped file, never a failed scan
         entry.skip(UnusableImageError("corrupt", f"invalid header ({type(e).__name__}: {e})"))
     return entry
+
+
+def probe_file(
+    path: str,
+    root: str | None = None,
+    modalities: Sequence[str] | None = RADIOGRAPH_MODALITIES,
+    views: Sequence[str] | None = None,
+    body_parts: Sequence[str] | None = None,
+) -> ManifestEntry:
+    """Describe one file as :func:`scan_archive` does, for callers that get images one at a time (a server).
+
+    Args:
+        path: the file.
+        root: folder the image id is relative to (and, for files without DICOM header, whose first two folders are
+            patient and study); the file's own folder when omitted.
+        modalities, views, body_parts: DICOM selection, as in :func:`scan_archive`.
+
+    Returns:
+        The entry: ``"selected"``, or ``"skipped"`` with a reason code and a specific detail. Never raises for a bad
+        file.
+    """
+    return _probe(path, os.path.dirname(os.path.abspath(path)) if root is None else root, modalities, views, body_parts)
 
 
 def _mark_duplicates(entries: Iterable[ManifestEntry]) -> None:

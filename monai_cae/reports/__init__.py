@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .figures import data_uri, decode_prototypes, image_png, latent_map_png
+from .figures import data_uri, decode_prototypes, image_png, latent_map_png, stratum_latent_norms
 from .html import render_report_html
 from .tables import (
     PATIENT_COLUMNS,
@@ -12,6 +12,7 @@ from .tables import (
     nearest_similarity,
     outlier_threshold,
     patient_rows,
+    reference_similarities,
 )
 from .writer import REPORT_FILES, NoImagesError, check_output_dir, publish_folder, write_report
 from .pipeline import assign_cohort, generate_report
@@ -34,6 +35,8 @@ __all__ = [
     "outlier_threshold",
     "patient_rows",
     "publish_folder",
+    "reference_similarities",
     "render_report_html",
+    "stratum_latent_norms",
     "write_report",
 ]

@@ -10,7 +10,7 @@ import torch
 
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
-__all__ = ["data_uri", "decode_prototypes", "image_png", "latent_map_png"]
+__all__ = ["data_uri", "decode_prototypes", "image_png", "latent_map_png", "stratum_latent_norms"]
 
 
 def image_png(image: np.ndarray | torch.Tensor, scale: int = 1) -> bytes:
@@ -46,6 +46,23 @@ def image_png(image: np.ndarray | torch.Tensor, scale: int = 1) -> bytes:
 def data_uri(png: bytes) -> str:
     """A ``data:image/png;base64,...`` URI, so that a page needs no other file."""
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def stratum_latent_norms(embeddings: np.ndarray, strata: np.ndarray, k: int) -> np.ndarray:
+    """Mean latent norm of each stratum's images, the norm :func:`decode_prototypes` gives each prototype.
+
+    Args:
+        embeddings: ``(N, D)`` latents.
+        strata: ``(N,)`` stratum of each image.
+        k: number of strata.
+
+    Returns:
+        ``(K,)`` norms; an empty stratum gets the mean over all images (1 without images).
+    """
+    norms = np.linalg.norm(np.asarray(embeddings, dtype=np.float64), axis=1)
+    strata = np.asarray(strata)
+    typical = float(norms.mean()) if len(norms) else 1.0
+    return np.array([float(norms[strata == j].mean()) if (strata == j).any() else typical for j in range(k)])
 
 
 @torch.no_grad()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ __all__ = [
     "nearest_similarity",
     "outlier_threshold",
     "patient_rows",
+    "reference_similarities",
 ]
 
 PATIENT_COLUMNS = [
@@ -73,6 +75,36 @@ def nearest_similarity(embeddings: np.ndarray, prototypes: np.ndarray) -> np.nda
     e = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
     p = prototypes / np.maximum(np.linalg.norm(prototypes, axis=1, keepdims=True), 1e-12)
     return (e @ p.T).max(1)
+
+
+def reference_similarities(
+    reference_embeddings: str | np.ndarray | None, prototypes: np.ndarray
+) -> np.ndarray | None:
+    """Nearest-prototype similarities of reference latents (e.g. the training run's ``prototypes/embeddings.npy``).
+
+    Args:
+        reference_embeddings: ``(N, D)`` latents, a ``.npy`` path, or ``None``.
+        prototypes: ``(K, D)`` prototypes.
+
+    Returns:
+        ``(N,)`` similarities, or ``None`` without reference.
+
+    Raises:
+        FileNotFoundError: for a missing ``.npy`` file.
+        ValueError: for latents that are not ``(N, D)``.
+    """
+    if reference_embeddings is None:
+        return None
+    if isinstance(reference_embeddings, str):
+        if not os.path.isfile(reference_embeddings):
+            raise FileNotFoundError(f"reference_embeddings not found: {os.path.abspath(reference_embeddings)}.")
+        reference_embeddings = np.load(reference_embeddings)
+    reference = np.asarray(reference_embeddings, dtype=np.float32)
+    if reference.ndim != 2 or reference.shape[1] != prototypes.shape[1]:
+        raise ValueError(
+            f"reference_embeddings must be (N, {prototypes.shape[1]}) latents, got shape {reference.shape}."
+        )
+    return nearest_similarity(reference, prototypes)
 
 
 def outlier_threshold(

@@ -23,9 +23,9 @@ from monai_cae.data.manifest import PROCESSED, SKIPPED, write_manifest
 from monai_cae.engines.strata import StrataAssignment, atomic_write, write_assignments
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
-from .figures import data_uri, decode_prototypes, image_png, latent_map_png
+from .figures import data_uri, decode_prototypes, image_png, latent_map_png, stratum_latent_norms
 from .html import render_report_html
-from .tables import PATIENT_COLUMNS, image_columns, image_rows, nearest_similarity, outlier_threshold, patient_rows
+from .tables import PATIENT_COLUMNS, image_columns, image_rows, outlier_threshold, patient_rows, reference_similarities
 
 __all__ = ["REPORT_FILES", "NoImagesError", "check_output_dir", "publish_folder", "write_report"]
 
@@ -117,21 +117,6 @@ def _write_rows(path: str, columns: Sequence[str], rows: Sequence[dict]) -> None
     atomic_write(path, write)
 
 
-def _reference_similarities(reference_embeddings: str | np.ndarray | None, prototypes: np.ndarray) -> np.ndarray | None:
-    if reference_embeddings is None:
-        return None
-    if isinstance(reference_embeddings, str):
-        if not os.path.isfile(reference_embeddings):
-            raise FileNotFoundError(f"reference_embeddings not found: {os.path.abspath(reference_embeddings)}.")
-        reference_embeddings = np.load(reference_embeddings)
-    reference = np.asarray(reference_embeddings, dtype=np.float32)
-    if reference.ndim != 2 or reference.shape[1] != prototypes.shape[1]:
-        raise ValueError(
-            f"reference_embeddings must be (N, {prototypes.shape[1]}) latents, got shape {reference.shape}."
-        )
-    return nearest_similarity(reference, prototypes)
-
-
 def _thumbnails(dataset: CohortDataset, assignment: StrataAssignment, outliers: np.ndarray, k: int, n: int) -> list:
     # the n most typical images of each stratum (highest similarity to its prototype), loaded again on their own
     # so that no image had to be kept while streaming
@@ -207,7 +192,7 @@ def write_report(
     k = len(prototypes)
     threshold = outlier_threshold(
         assignment.nearest_similarity, outlier_threshold_value, outlier_percentile,
-        _reference_similarities(reference_embeddings, prototypes),
+        reference_similarities(reference_embeddings, prototypes),
     )
     rows = image_rows(entries, assignment, threshold)
     patients, timelines = patient_rows(rows, k)
@@ -246,11 +231,7 @@ def write_report(
         "files": list(REPORT_FILES),
     }
 
-    norms = np.linalg.norm(assignment.embeddings, axis=1)
-    typical = float(norms.mean()) if processed else 1.0
-    stratum_norms = [float(norms[assignment.clusters == j].mean()) if (assignment.clusters == j).any() else typical
-                     for j in range(k)]
-    decoded = decode_prototypes(network, device, np.asarray(stratum_norms))
+    decoded = decode_prototypes(network, device, stratum_latent_norms(assignment.embeddings, assignment.clusters, k))
     prototype_pngs = [image_png(img, scale=4) for img in decoded]
     latent_png = latent_map_png(assignment.embeddings, assignment.clusters, prototypes, outliers) if processed else None
     thumbs = _thumbnails(dataset, assignment, outliers, k, thumbnails_per_stratum) if thumbnails and processed else None

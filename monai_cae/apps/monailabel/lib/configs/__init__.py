@@ -1,0 +1,1 @@
+"""Task configurations (MONAI Label ``TaskConfig``)."""

@@ -1,0 +1,105 @@
+"""MONAI Label app of monai_cae: which stratum is the radiograph on screen, how sure is the model, what does the
+stratum's prototype look like, and which images are least typical. Training runs from the same place.
+
+Start it with ``monai-cae-label start_server --studies STUDIES`` (a folder or a DICOMweb URL), or with MONAI Label's
+own command: ``python -m monailabel.main start_server --app <this folder> --studies STUDIES --uvicorn_app
+monai_cae.apps.monailabel.server:app``. Options: ``--conf bundle_path FOLDER`` (default: the checkout's
+``bundles/cae``) and the inference options of ``lib/bundle_model.py`` (e.g. ``--conf outlier_threshold 0.3``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from monai_cae.apps.monailabel.compat import patch_pydicom_seg
+
+# MONAI Label's training runs load this file in a fresh interpreter; the fix must precede monailabel.interfaces
+patch_pydicom_seg()
+
+import lib.configs.cae  # noqa: E402  (MONAI Label puts the app folder on sys.path and imports lib from it)
+from fastapi import HTTPException  # noqa: E402
+from monailabel.config import settings  # noqa: E402
+from monailabel.datastore.local import LocalDatastore  # noqa: E402
+from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
+from monailabel.interfaces.datastore import Datastore  # noqa: E402
+from monailabel.tasks.activelearning.random import Random  # noqa: E402
+
+import monai_cae  # noqa: E402
+from monai_cae.apps.monailabel import DEFAULT_BUNDLE_PATH  # noqa: E402
+from monai_cae.data import UnusableImageError  # noqa: E402
+from lib.bundle_model import ImageNotFoundError, ModelNotReadyError  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "cae"
+"""The name of the infer and train tasks (``/infer/cae``, ``/train/cae``)."""
+
+DICOM_PATTERNS = ("*.dcm", "*.DCM", "*.dicom")
+"""Files a local studies folder offers besides MONAI Label's defaults (NIfTI, NRRD, PNG, JPEG, TIFF)."""
+
+
+class CAEApp(MONAILabelApp):
+    """The app: the ``cae`` bundle's infer task (CLASSIFICATION), train task and least-typical-first strategy.
+
+    Args:
+        app_dir: this folder.
+        studies: a studies folder or a DICOMweb URL.
+        conf: ``--conf`` options; ``bundle_path`` defaults to :data:`~monai_cae.apps.monailabel.DEFAULT_BUNDLE_PATH`.
+    """
+
+    def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        conf = {"bundle_path": DEFAULT_BUNDLE_PATH, **(conf or {})}
+        self.task_config = lib.configs.cae.CAEConfig()
+        self.task_config.init(MODEL_NAME, app_dir, conf, None)
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="monai_cae",
+            description="Unsupervised patient strata of chest X-rays (contrastive autoencoder prototypes)",
+            version=monai_cae.__version__,
+        )
+
+    def init_datastore(self) -> Datastore:
+        """A DICOMweb datastore for a URL; otherwise the studies folder, offering DICOM files too."""
+        if self.studies.startswith(("http://", "https://")):
+            return super().init_datastore()
+        return LocalDatastore(
+            self.studies,
+            extensions=[*settings.MONAI_LABEL_DATASTORE_FILE_EXT, *DICOM_PATTERNS],
+            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+            read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+        )
+
+    def init_infers(self) -> dict[str, Any]:
+        """The CLASSIFICATION infer task."""
+        return self.task_config.infer()
+
+    def init_trainers(self) -> dict[str, Any]:
+        """The bundle's train task."""
+        return {MODEL_NAME: self.task_config.trainer()}
+
+    def init_strategies(self) -> dict[str, Any]:
+        """Least typical first, and MONAI Label's random strategy."""
+        return {**self.task_config.strategy(), "random": Random()}
+
+    def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
+        """MONAI Label's infer, with the requested image id kept and failures answered as HTTP errors.
+
+        A missing image is 404, an image the cohort pipeline cannot use 422 (with its reason code and detail), a
+        bundle without trained model 409; the server keeps running.
+        """
+        request = {**request, "image_id": request.get("image")}
+        try:
+            return super().infer(request, datastore)
+        except ImageNotFoundError as e:
+            raise HTTPException(status_code=404, detail=str(e)) from e
+        except UnusableImageError as e:
+            raise HTTPException(status_code=422, detail=f"image {request['image_id']!r} is unusable: {e}") from e
+        except ModelNotReadyError as e:
+            raise HTTPException(status_code=409, detail=str(e)) from e
+
+    def _download_dcmqi_tools(self) -> None:
+        # dcmqi writes DICOM SEG, which a classification app never does; its download needs the internet
+        return None
