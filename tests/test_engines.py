@@ -428,7 +428,7 @@ def two_intensity_loader(n_per_class: int, seed: int, flip_labels: bool = False)
     labels = np.repeat([0, 1], n_per_class)
     order = rng.permutation(len(labels))
     labels = 1 - labels if flip_labels else labels
-    return DataLoader(ArrayImageDataset(images[order], labels[order]), batch_size=8, shuffle=False)
+    return DataLoader(ArrayImageDataset(images[order], labels[order], intensity="dtype"), batch_size=8, shuffle=False)
 
 
 @pytest.mark.parametrize("k", [1, 5])

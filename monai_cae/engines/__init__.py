@@ -1,22 +1,29 @@
 from __future__ import annotations
 
+from .distributed_inference import ShardedStrata, assign_strata_sharded, model_digest, shard_range
 from .embedding import embed_dataset
 from .knn_evaluator import KNNProbeEvaluator
 from .rng_state import RNGState
 from .sampling import ClusterGaussianSampler, generate_stratum_images
+from .step import CAEStep
 from .strata import StrataAssignment, assign_strata, atomic_write, load_model, write_assignments
 from .trainer import CAETrainer
 
 __all__ = [
+    "CAEStep",
     "CAETrainer",
     "ClusterGaussianSampler",
     "KNNProbeEvaluator",
     "RNGState",
+    "ShardedStrata",
     "StrataAssignment",
     "assign_strata",
+    "assign_strata_sharded",
     "atomic_write",
     "embed_dataset",
     "generate_stratum_images",
     "load_model",
+    "model_digest",
+    "shard_range",
     "write_assignments",
 ]

@@ -6,13 +6,18 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from monai.engines import SupervisedTrainer
 from monai.utils import CommonKeys as Keys
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
 from monai_cae.losses import CAELoss
 from monai_cae.networks.nets import ContrastiveAutoEncoder
+
+from .step import CAEStep
 
 __all__ = ["CAETrainer"]
 
@@ -31,6 +36,12 @@ class CAETrainer(SupervisedTrainer):
     dictionary with the loss parts as floats (``loss``, ``reconstruction`` and, in phase 1, ``contrastive``), the learning rate
     ``lr``, the ``phase``, and the batch ``image``, first ``view`` and its reconstruction ``pred`` for image logging.
 
+    Distributed data-parallel training (``torchrun``, one process per device) passes a
+    ``DistributedDataParallel(CAEStep(network), find_unused_parameters=True)`` as ``step_module``, a loader with a
+    ``DistributedSampler`` and a ``CAELoss(gather_distributed=True)``: ``network`` itself stays unwrapped for the
+    handlers and checkpoints, gradients are averaged over the ranks, and the logged loss parts are averaged over
+    the ranks too, so they are the global batch's (``bundles/cae/configs/multi_gpu_train.json`` does all this).
+
     Args:
         device: device to train on.
         max_epochs: total epochs of both phases.
@@ -46,9 +57,12 @@ class CAETrainer(SupervisedTrainer):
         amp: use automatic mixed precision (CUDA).
         epoch_length: iterations per epoch; the loader's length when omitted.
         non_blocking: non-blocking host-to-device copies.
+        step_module: the module computing an iteration's outputs, :class:`CAEStep` over ``network`` when omitted;
+            a ``DistributedDataParallel`` around a :class:`CAEStep` of the same ``network`` for distributed runs.
 
     Raises:
-        ValueError: for ``warmup_epochs`` outside ``[0, max_epochs]``.
+        ValueError: for ``warmup_epochs`` outside ``[0, max_epochs]``, or a :class:`CAEStep` ``step_module`` over
+            another network.
     """
 
     def __init__(
@@ -66,6 +80,7 @@ class CAETrainer(SupervisedTrainer):
         amp: bool = False,
         epoch_length: int | None = None,
         non_blocking: bool = False,
+        step_module: nn.Module | None = None,
     ) -> None:
         if not 0 <= warmup_epochs <= max_epochs:
             raise ValueError(f"warmup_epochs must be in [0, max_epochs={max_epochs}], got {warmup_epochs}.")
@@ -86,6 +101,11 @@ class CAETrainer(SupervisedTrainer):
         self.pair_augmentation = pair_augmentation
         self.warmup_epochs = warmup_epochs
         self.image_key = image_key
+        step_module = CAEStep(network) if step_module is None else step_module
+        inner = getattr(step_module, "module", step_module)  # DDP keeps the wrapped module there
+        if isinstance(inner, CAEStep) and inner.network is not network:
+            raise ValueError("step_module computes with another network than the trainer's: wrap CAEStep(network).")
+        self.step_module = step_module
 
     def phase(self, epoch: int) -> int:
         """Training phase (1 or 2) of a 1-based epoch number."""
@@ -109,14 +129,10 @@ class CAETrainer(SupervisedTrainer):
             network.encoder.eval()
         engine.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=torch.device(engine.state.device).type, enabled=engine.amp):
+            z1, z2, y1, y2 = self.step_module(view1, view2, phase)
             if phase == 1:
-                h1, z1, y1 = network(view1)
-                h2, z2, y2 = network(view2)
                 parts = engine.loss_function(z1, z2, view1, y1, view2, y2)
             else:
-                with torch.no_grad():
-                    h1, h2 = network.encode(view1), network.encode(view2)
-                y1, y2 = network.decode_conditional(h1), network.decode_conditional(h2)
                 reconstruction = F.mse_loss(y1.float(), view1) + F.mse_loss(y2.float(), view2)
                 parts = {"reconstruction": reconstruction, "total": reconstruction}
         if engine.amp and engine.scaler is not None:
@@ -126,15 +142,26 @@ class CAETrainer(SupervisedTrainer):
         else:
             parts["total"].backward()
             engine.optimizer.step()
+        logged = self._mean_over_ranks({name: value.detach() for name, value in parts.items()})
         output: dict[str, Any] = {
             Keys.IMAGE: images,
             "view": view1.detach(),
             Keys.PRED: y1.detach(),
-            Keys.LOSS: float(parts["total"].detach()),
-            "reconstruction": float(parts["reconstruction"].detach()),
+            Keys.LOSS: logged["total"],
+            "reconstruction": logged["reconstruction"],
             "lr": float(engine.optimizer.param_groups[0]["lr"]),
             "phase": phase,
         }
-        if "contrastive" in parts:
-            output["contrastive"] = float(parts["contrastive"].detach())
+        if "contrastive" in logged:
+            output["contrastive"] = logged["contrastive"]
         return output
+
+    def _mean_over_ranks(self, parts: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Loss parts as floats; averaged over the ranks under DDP, which with equal local batches (and gathered
+        NT-Xent negatives) is the global batch's loss, not one rank's."""
+        values = torch.stack([value.float() for value in parts.values()])
+        if isinstance(self.step_module, DistributedDataParallel):
+            group = self.step_module.process_group
+            dist.all_reduce(values, group=group)
+            values = values / dist.get_world_size(group)
+        return dict(zip(parts, values.tolist()))

@@ -11,6 +11,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from monai_cae.clustering import ElbowResult, elbow_kmeans
+from monai_cae.distributed import broadcast_matrix, rank_and_world_size
 from monai_cae.engines.embedding import embed_dataset
 
 __all__ = ["PrototypeDiscoveryHandler"]
@@ -25,6 +26,11 @@ class PrototypeDiscoveryHandler:
     (so a run resumed from a phase-1 checkpoint, or from one taken before discovery finished, discovers them then),
     and at the end of a run that never reached phase 2. It writes ``elbow.json``, ``elbow.png``, ``kmeans.pkl``,
     ``prototypes.npy`` and ``embeddings.npy`` into ``output_dir``.
+
+    In a distributed run (every rank attaches the handler) discovery happens once: rank 0 embeds the whole
+    ``data_loader`` (give it the unsharded loader), runs KMeans and writes the artefacts, then broadcasts the
+    prototype matrix, so every rank installs the same values. The other ranks wait in the broadcast meanwhile, so
+    the process group's timeout (``init_process_group(timeout=...)``) must exceed the discovery time.
 
     Args:
         data_loader: loader over the training set *without* augmentation.
@@ -78,13 +84,16 @@ class PrototypeDiscoveryHandler:
 
     def __call__(self, engine: Engine) -> None:
         network = engine.network
+        if rank_and_world_size()[0] > 0:
+            network.set_prototypes(broadcast_matrix(None, engine.state.device))
+            return
         network.eval()
         features, _ = embed_dataset(
             network.encode, self.data_loader, engine.state.device, self.image_key, None, self.progress, "Embedding"
         )
         self.result = elbow_kmeans(features, self.k_values, seed=self.seed, normalize=self.normalize,
                                    progress=self.progress)
-        network.set_prototypes(torch.from_numpy(self.result.centroids).to(engine.state.device))
+        network.set_prototypes(broadcast_matrix(torch.from_numpy(self.result.centroids), engine.state.device))
         self.result.save(self.output_dir)
         np.save(os.path.join(self.output_dir, "embeddings.npy"), features)
         if self.prototypes_path is not None:

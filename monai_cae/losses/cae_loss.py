@@ -16,17 +16,23 @@ class CAELoss(nn.Module):
     Args:
         temperature: NT-Xent temperature ``tau``.
         alpha: weight of the reconstruction term; 0.1 in the paper.
+        gather_distributed: NT-Xent negatives from every rank's batch, so that the effective batch is the global one
+            (see :class:`NTXentLoss`).
+        queue_size: length of NT-Xent's queue of negatives from earlier batches; 0 disables it
+            (see :class:`NTXentLoss`).
 
     Raises:
-        ValueError: for a non-positive temperature or a negative ``alpha``.
+        ValueError: for a non-positive temperature, a negative ``alpha`` or a negative ``queue_size``.
     """
 
-    def __init__(self, temperature: float = 0.5, alpha: float = 0.1) -> None:
+    def __init__(
+        self, temperature: float = 0.5, alpha: float = 0.1, gather_distributed: bool = False, queue_size: int = 0
+    ) -> None:
         super().__init__()
         if alpha < 0:
             raise ValueError(f"alpha must be non-negative, got {alpha}.")
         self.alpha = float(alpha)
-        self.contrastive = NTXentLoss(temperature)
+        self.contrastive = NTXentLoss(temperature, gather_distributed=gather_distributed, queue_size=queue_size)
         self.reconstruction = nn.MSELoss()
 
     def forward(

@@ -1,11 +1,18 @@
-"""Numerically stable NT-Xent (normalised temperature-scaled cross-entropy) loss."""
+"""Numerically stable NT-Xent (normalised temperature-scaled cross-entropy) loss, optionally over all ranks' batches
+and a queue of negatives from earlier batches."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+import torch.distributed as dist
+import torch.distributed._functional_collectives as functional_collectives
 import torch.nn.functional as F
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
+
+from monai_cae.distributed import rank_and_world_size
 
 __all__ = ["NTXentLoss"]
 
@@ -21,19 +28,54 @@ class NTXentLoss(_Loss):
     NaN for temperatures of 0.01 and below. This form feeds the scaled similarities to a log-softmax
     (``cross_entropy``), which subtracts the row maximum, so it stays finite for any positive temperature.
 
+    Two options enlarge the set of negatives, the method's weak point being its need for large batches (SimCLR's
+    quality grows with the number of negatives, Chen et al. 2020, Fig. 9):
+
+    - ``gather_distributed``: under ``torch.distributed`` with several ranks, every rank's projections are gathered
+      with a differentiable all-gather (``torch.distributed._functional_collectives.all_gather_single``, whose
+      backward reduce-scatters the gradients to the rank that produced each row). Each rank scores its own ``2N``
+      anchors against all ``2 N W`` candidates (``W`` ranks), so the mean of the ranks' losses, and with
+      DistributedDataParallel's gradient averaging the update, equal the single-process loss over the global batch
+      of ``N W`` pairs. Every rank must pass the same ``N`` (``DistributedSampler`` with ``drop_last=True``
+      guarantees it).
+    - ``queue_size``: a first-in-first-out queue (memory bank, as in MoCo, He et al. 2020) of the L2-normalised,
+      detached first-view projections of the last ``queue_size`` images of earlier batches (all ranks' images with
+      ``gather_distributed``), added to every anchor's denominator as negatives. There is no momentum encoder: the
+      entries were produced by the encoder being trained, up to ``queue_size / N`` steps ago, so they are slightly
+      stale. Features drift slowly once past the first iterations (Wang et al. 2020, "Cross-Batch Memory for
+      Embedding Learning"), so keep the queue to a few dozen batches at most. The queue only
+      grows while the module is in training mode, and is a buffer, so it is saved and restored with checkpoints.
+
     Args:
         temperature: softmax temperature ``tau``; must be positive.
-        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (one value per view, ``(2N,)``).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (one value per local view, ``(2N,)``).
+        gather_distributed: score the anchors against the projections of all ranks (no effect without an
+            initialised process group of more than one rank).
+        queue_size: number of queued negatives; 0 disables the queue.
 
     Raises:
-        ValueError: for a non-positive temperature or an unknown reduction.
+        ValueError: for a non-positive temperature, a negative queue size or an unknown reduction.
     """
 
-    def __init__(self, temperature: float = 0.5, reduction: LossReduction | str = LossReduction.MEAN) -> None:
+    queue: torch.Tensor
+
+    def __init__(
+        self,
+        temperature: float = 0.5,
+        reduction: LossReduction | str = LossReduction.MEAN,
+        gather_distributed: bool = False,
+        queue_size: int = 0,
+    ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")
+        if queue_size < 0:
+            raise ValueError(f"queue_size must be non-negative, got {queue_size}.")
         self.temperature = float(temperature)
+        self.gather_distributed = bool(gather_distributed)
+        self.queue_size = int(queue_size)
+        # the projection size is only known at the first call; the queue is oldest-first and at most queue_size long
+        self.register_buffer("queue", torch.zeros(0, 0))
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         """Compute the loss.
@@ -46,16 +88,56 @@ class NTXentLoss(_Loss):
             The reduced loss, or ``(2N,)`` per-view losses with ``reduction="none"``.
 
         Raises:
-            ValueError: when the inputs are not matching ``(N, D)`` matrices with ``N >= 2``.
+            ValueError: when the inputs are not matching ``(N, D)`` matrices with ``N >= 2``, or ``D`` differs from
+                the queued projections'.
         """
         if z1.ndim != 2 or z1.shape != z2.shape:
             raise ValueError(f"z1 and z2 must be matching (N, D) matrices, got {tuple(z1.shape)} and {tuple(z2.shape)}.")
         n = z1.shape[0]
         if n < 2:
             raise ValueError(f"NT-Xent needs at least 2 pairs to have negatives, got a batch of {n}.")
-        z = F.normalize(torch.cat([z1, z2], dim=0), dim=1)
-        logits = z @ z.t() / self.temperature
-        self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
-        logits = logits.masked_fill(self_mask, float("-inf"))
-        positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-        return F.cross_entropy(logits, positives, reduction=self.reduction)
+        if self.queue.numel() and self.queue.shape[1] != z1.shape[1]:
+            raise ValueError(f"projections have size {z1.shape[1]}, the queued ones {self.queue.shape[1]}.")
+        z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+        anchors = torch.cat([z1, z2], dim=0)
+        rank, world_size = rank_and_world_size() if self.gather_distributed else (0, 1)
+        if world_size > 1:
+            # the differentiable gather torch 2.13 recommends (torch.distributed.nn.functional.all_gather is
+            # deprecated); its backward sums every rank's gradient into the rank that produced the rows
+            all_z1 = functional_collectives.all_gather_single(z1.contiguous(), 0, dist.group.WORLD)
+            all_z2 = functional_collectives.all_gather_single(z2.contiguous(), 0, dist.group.WORLD)
+        else:
+            all_z1, all_z2 = z1, z2
+        total = all_z1.shape[0]
+        # candidates are [all first views; all second views]; this rank's pairs start at rank * n in each half
+        own = torch.arange(n, device=z1.device) + rank * n
+        self_index = torch.cat([own, own + total])
+        positives = torch.cat([own + total, own])
+        logits = anchors @ torch.cat([all_z1, all_z2]).t() / self.temperature
+        logits = logits.scatter(1, self_index[:, None], float("-inf"))
+        if self.queue.numel():
+            # queued negatives only add to the denominators: the targets index the batch columns, which come first
+            logits = torch.cat([logits, anchors @ self.queue.to(anchors.dtype).t() / self.temperature], dim=1)
+        loss = F.cross_entropy(logits, positives, reduction=self.reduction)
+        if self.training and self.queue_size:
+            self._enqueue(all_z1.detach())
+        return loss
+
+    @torch.no_grad()
+    def _enqueue(self, keys: torch.Tensor) -> None:
+        keys = keys.float()
+        if self.queue.numel():
+            keys = torch.cat([self.queue.to(keys.device), keys])
+        # a copy, so the queue does not keep the whole gathered batch alive through a view
+        self.queue = keys[-self.queue_size :].clone()
+
+    def reset_queue(self) -> None:
+        """Empty the queue of negatives."""
+        self.queue = torch.zeros(0, 0, device=self.queue.device)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        # the queue's length and width depend on the run that saved it: adopt them before the strict shape check
+        incoming = state_dict.get(prefix + "queue")
+        if incoming is not None and incoming.shape != self.queue.shape:
+            self.queue = torch.empty_like(incoming, device=self.queue.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
