@@ -17,6 +17,7 @@ import torch
 
 from monai_cae.data import MedMNISTDataset
 from monai_cae.engines import load_model
+from monai_cae.handlers import latest_checkpoint
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
 from conftest import REPO_ROOT
@@ -102,22 +103,28 @@ def test_resume_after_kill_continues_where_it_stopped(trained: dict, tmp_path) -
         bundle_command("training", "train.json", **overrides), cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    checkpoint = os.path.join(paths["output_dir"], "checkpoints", "checkpoint_epoch=3.pt")
+    checkpoints = os.path.join(paths["output_dir"], "checkpoints")
     deadline = time.time() + 240
-    while not os.path.exists(checkpoint) and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
+    # kill as soon as the epoch-3 checkpoint appears: possibly while it is still being written
+    while not os.path.exists(os.path.join(checkpoints, "checkpoint_epoch=3.pt")) and process.poll() is None:
+        assert time.time() < deadline, "no epoch-3 checkpoint within the time limit"
+        time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
     assert not os.path.exists(os.path.join(paths["model_dir"], "model.pt"))
+    resume_from = latest_checkpoint(checkpoints)
+    epoch = int(resume_from.rsplit("=", 1)[1].split(".")[0])
+    assert epoch in (2, 3)
     # the interrupted run matched the uninterrupted one up to the kill (same seed, same CPU maths)
-    straight = state_dict(os.path.join(trained["output_dir"], "checkpoints", "checkpoint_epoch=3.pt"))
-    for key, value in state_dict(checkpoint).items():
+    straight = state_dict(os.path.join(trained["output_dir"], "checkpoints", f"checkpoint_epoch={epoch}.pt"))
+    for key, value in state_dict(resume_from).items():
         torch.testing.assert_close(value, straight[key], rtol=0, atol=0)
 
     resumed = run_bundle("training", "train.json", resume=True, **overrides)
     log = resumed.stdout + resumed.stderr
-    assert "Epoch: 4/4" in log and "Epoch: 1/4" not in log, "resume restarted instead of continuing"
-    assert "Prototype discovery" not in log, "the prototypes were lost and recomputed"
+    assert "Epoch: 4/4" in log and "Epoch: 1/4" not in log and "Epoch: 2/4" not in log, "resume restarted"
+    # prototypes found at the start of epoch 3 are in the epoch-3 checkpoint and must not be searched for again
+    assert ("Prototype discovery" in log) == (epoch == 2)
     final = state_dict(os.path.join(paths["model_dir"], "model.pt"))
     expected = state_dict(os.path.join(trained["model_dir"], "model.pt"))
     assert final.keys() == expected.keys()

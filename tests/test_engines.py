@@ -241,12 +241,24 @@ def test_write_assignments(tmp_path, umask) -> None:
 )
 def test_latest_checkpoint(tmp_path, names: list[str], expected: str) -> None:
     for name in names:
-        open(os.path.join(tmp_path, name), "w").close()
+        torch.save({"step": torch.tensor(1)}, os.path.join(tmp_path, name))
     assert latest_checkpoint(str(tmp_path)) == os.path.join(tmp_path, expected)
 
 
+def test_latest_checkpoint_skips_a_file_truncated_by_a_kill(tmp_path) -> None:
+    for epoch in (1, 2, 3):
+        torch.save({"weights": torch.randn(1000)}, os.path.join(tmp_path, f"checkpoint_epoch={epoch}.pt"))
+    newest = os.path.join(tmp_path, "checkpoint_epoch=3.pt")
+    with open(newest, "rb") as f:
+        head = f.read(os.path.getsize(newest) // 2)
+    with open(newest, "wb") as f:
+        f.write(head)
+    assert latest_checkpoint(str(tmp_path)) == os.path.join(tmp_path, "checkpoint_epoch=2.pt")
+
+
 def test_latest_checkpoint_none(tmp_path) -> None:
-    open(os.path.join(tmp_path, "model_epoch=5.pt"), "w").close()
+    torch.save({}, os.path.join(tmp_path, "model_epoch=5.pt"))
+    open(os.path.join(tmp_path, "checkpoint_epoch=6.pt"), "w").close()
     with pytest.raises(FileNotFoundError):
         latest_checkpoint(str(tmp_path))
     with pytest.raises(FileNotFoundError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import zipfile
 from typing import Any
 
 __all__ = ["latest_checkpoint", "loss_parts"]
@@ -25,7 +26,11 @@ def loss_parts(output: dict[str, Any]) -> dict[str, float]:
 
 
 def latest_checkpoint(checkpoint_dir: str, pattern: str = "checkpoint_epoch=*.pt") -> str:
-    """Path of the checkpoint with the highest iteration or epoch number in ``checkpoint_dir``.
+    """Path of the complete checkpoint with the highest iteration or epoch number in ``checkpoint_dir``.
+
+    MONAI's ``CheckpointSaver`` writes in place (not through a temporary file), so a run killed while saving leaves a
+    truncated newest file. A torch checkpoint is a zip archive whose directory is written last, so files that are not
+    complete zip archives are passed over and the next newest one is used.
 
     Args:
         checkpoint_dir: folder written by a ``CheckpointSaver``.
@@ -44,6 +49,9 @@ def latest_checkpoint(checkpoint_dir: str, pattern: str = "checkpoint_epoch=*.pt
         digits = re.findall(r"\d+", os.path.basename(path))
         return int(digits[-1]) if digits else -1
 
-    if not candidates:
-        raise FileNotFoundError(f"no checkpoint matching {pattern} in {os.path.abspath(checkpoint_dir)} to resume from.")
-    return max(candidates, key=number)
+    complete = [path for path in candidates if zipfile.is_zipfile(path)]
+    if not complete:
+        raise FileNotFoundError(
+            f"no complete checkpoint matching {pattern} in {os.path.abspath(checkpoint_dir)} to resume from."
+        )
+    return max(complete, key=number)
