@@ -3,7 +3,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 from monai.networks.nets import resnet18
 
 from monai_cae.clustering import elbow_kmeans, l2_normalize
@@ -19,15 +18,7 @@ from monai_cae.evaluation import (
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread for torch and OpenMP (sklearn): the CPUs are shared, and on a busy machine two threads run these
-    tiny problems 10-50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def square_images(n: int, size: int = 28, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:

@@ -5,8 +5,6 @@ import os
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
-import torch
-from threadpoolctl import threadpool_limits
 
 from monai_cae.visualize import (
     as_display_images,
@@ -19,15 +17,7 @@ from monai_cae.visualize import (
 from monai_cae.visualize import figures
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread for torch and OpenMP (sklearn): the CPUs are shared, and on a busy machine two threads run these
-    tiny problems 10-50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def read_png(path: str) -> np.ndarray:

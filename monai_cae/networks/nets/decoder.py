@@ -9,7 +9,7 @@ from monai.networks.blocks import Convolution
 from monai.networks.layers.utils import get_act_layer
 from torch import nn
 
-from .encoder import encoder_feature_shapes
+from .encoder import check_layout, encoder_feature_shapes
 
 __all__ = ["CAEDecoder"]
 
@@ -54,12 +54,7 @@ class CAEDecoder(nn.Module):
         out_act: tuple | str | None = None,
     ) -> None:
         super().__init__()
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
-        if len(channels) == 0 or min(channels) < 1:
-            raise ValueError(f"channels must be a non-empty sequence of positive ints, got {channels}.")
-        if out_channels < 1 or latent_size < 1:
-            raise ValueError(f"out_channels and latent_size must be positive, got {out_channels} and {latent_size}.")
+        check_layout(spatial_dims, channels, out_channels, latent_size)
         self.spatial_dims = spatial_dims
         self.latent_size = latent_size
         shapes, _ = encoder_feature_shapes(img_size, spatial_dims, len(channels), kernel_size, strides, pool_size)

@@ -10,7 +10,27 @@ from monai.networks.layers.factories import Pool
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
-__all__ = ["CAEEncoder", "encoder_feature_shapes"]
+__all__ = ["CAEEncoder", "check_layout", "encoder_feature_shapes"]
+
+
+def check_layout(spatial_dims: int, channels: Sequence[int], image_channels: int, latent_size: int) -> None:
+    """Validate the arguments the encoder and the decoder share.
+
+    Args:
+        spatial_dims: number of spatial dimensions.
+        channels: channels of the strided convolutions.
+        image_channels: channels of the image the network reads or writes.
+        latent_size: size of the latent vector.
+
+    Raises:
+        ValueError: for unsupported ``spatial_dims``, empty or non-positive ``channels``, or non-positive sizes.
+    """
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+    if len(channels) == 0 or min(channels) < 1:
+        raise ValueError(f"channels must be a non-empty sequence of positive ints, got {channels}.")
+    if image_channels < 1 or latent_size < 1:
+        raise ValueError(f"image channels and latent_size must be positive, got {image_channels} and {latent_size}.")
 
 
 def encoder_feature_shapes(
@@ -91,12 +111,7 @@ class CAEEncoder(nn.Module):
         norm: tuple | str | None = None,
     ) -> None:
         super().__init__()
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
-        if len(channels) == 0 or min(channels) < 1:
-            raise ValueError(f"channels must be a non-empty sequence of positive ints, got {channels}.")
-        if in_channels < 1 or latent_size < 1:
-            raise ValueError(f"in_channels and latent_size must be positive, got {in_channels} and {latent_size}.")
+        check_layout(spatial_dims, channels, in_channels, latent_size)
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.latent_size = latent_size
