@@ -2,15 +2,21 @@
 
     python benchmarks/cohort_inference.py --size 512                 # generates the PneumoniaMNIST test cohort
     python benchmarks/cohort_inference.py --archive data/cohort/dicom  # or any archive
+    python benchmarks/cohort_inference.py --rss-images 1000 10000 50000 --size 64   # memory as the archive grows
 
 Times, each in a fresh process so that the peak RSS (``resource.getrusage``) belongs to that stage alone:
 
 - ``report``: the whole ``monai_cae.reports.generate_report`` (header scan, decoding with LUTs, preprocessing, model,
-  tables, figures, HTML, atomic publishing), images per second over the images it processed;
+  tables, figures, HTML, atomic publishing), images per second over the images it processed; once with the default
+  decoding processes (one per CPU) and once decoding in the main process;
 - ``bare``: ``pydicom.dcmread(path).pixel_array`` and a resize to the model size (PIL, box filter) over the same
-  files, the lower bound of any DICOM pipeline.
+  files, the lower bound of any DICOM pipeline; once in one process and once split over as many processes as the
+  report's default.
 
-Prints both, their ratio and the peak RSS of each, and writes the JSON to ``benchmarks/results/``.
+Prints the ratios (default report / bare in one process, the headline; in-process report / bare in one process; and
+default report / bare in as many processes), the peak RSS of each, and writes the JSON to ``benchmarks/results/``.
+With ``--rss-images`` it instead generates archives of those sizes (the PneumoniaMNIST images repeated) and reports
+the peak RSS of the main process and of the largest decoding process for each.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,14 +37,15 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)  # monai_cae from this checkout, installed or not
 
 
-def _peak_rss_mib() -> float:
-    # ru_maxrss is in KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
+    # ru_maxrss is in KiB on Linux; for RUSAGE_CHILDREN it is the largest of the finished children (loader workers)
+    return resource.getrusage(who).ru_maxrss / 1024
 
 
-def stage_report(archive: str, model: str, img_size: int, batch_size: int, num_workers: int) -> dict:
+def stage_report(archive: str, model: str, img_size: int, batch_size: int, num_workers: int | None) -> dict:
     import torch
 
+    from monai_cae.data import default_num_workers
     from monai_cae.engines import load_model
     from monai_cae.networks.nets import ContrastiveAutoEncoder
     from monai_cae.reports import generate_report
@@ -56,17 +64,19 @@ def stage_report(archive: str, model: str, img_size: int, batch_size: int, num_w
     return {
         "seconds": seconds, "images": report["counts"]["processed"], "files": report["counts"]["files"],
         "images_per_second": report["counts"]["processed"] / seconds, "peak_rss_mib": _peak_rss_mib(),
-        "rss_after_imports_and_model_mib": setup_rss,
+        "rss_after_imports_and_model_mib": setup_rss, "peak_rss_worker_mib": _peak_rss_mib(resource.RUSAGE_CHILDREN),
         "processed_paths": processed, "torch_threads": torch.get_num_threads(),
+        "num_workers": default_num_workers() if num_workers is None else num_workers,
     }
 
 
-def stage_bare(paths: list[str], img_size: int) -> dict:
+def _decode_and_resize(job: tuple[list[str], int]) -> tuple[int, int]:
     import numpy as np
     import pydicom
     from PIL import Image
 
-    start, done, failed = time.perf_counter(), 0, 0
+    paths, img_size = job
+    done = failed = 0
     for path in paths:
         try:
             pixels = pydicom.dcmread(path, force=True).pixel_array.astype(np.float32)
@@ -75,12 +85,25 @@ def stage_bare(paths: list[str], img_size: int) -> dict:
             continue
         Image.fromarray(pixels if pixels.ndim == 2 else pixels.mean(-1)).resize((img_size, img_size), Image.BOX)
         done += 1
+    return done, failed
+
+
+def stage_bare(paths: list[str], img_size: int, processes: int) -> dict:
+    import multiprocessing
+
+    start = time.perf_counter()
+    if processes <= 1:
+        done, failed = _decode_and_resize((paths, img_size))
+    else:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            parts = pool.map(_decode_and_resize, [(paths[i::processes], img_size) for i in range(processes)])
+        done, failed = (sum(part[i] for part in parts) for i in range(2))
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "images": done, "failed": failed, "images_per_second": done / seconds,
-            "peak_rss_mib": _peak_rss_mib()}
+            "processes": max(1, processes), "peak_rss_mib": _peak_rss_mib()}
 
 
-def stage_generate(output: str, size: int, root: str) -> dict:
+def stage_generate(output: str, size: int, root: str, images: int | None) -> dict:
     import numpy as np
 
     sys.path.insert(0, os.path.join(REPO_ROOT, "data_prep"))
@@ -88,9 +111,14 @@ def stage_generate(output: str, size: int, root: str) -> dict:
 
     from monai_cae.data import MedMNISTDataset
 
-    data = MedMNISTDataset("pneumoniamnist", "test", root)
-    images = (data.images[:, 0].numpy() * 255).round().astype(np.uint8)
-    return make_cohort(output, images, data.labels.numpy(), size=size, nifti=False, progress=False)
+    split = "test" if images is None or images <= 624 else "train"
+    data = MedMNISTDataset("pneumoniamnist", split, root)
+    pixels = (data.images[:, 0].numpy() * 255).round().astype(np.uint8)
+    labels = data.labels.numpy()
+    if images is not None:  # the split's images repeated: distinct files, UIDs and patients, as many as asked
+        order = np.arange(images) % len(pixels)
+        pixels, labels = pixels[order], labels[order]
+    return make_cohort(output, pixels, labels, size=size, nifti=False, progress=False)
 
 
 def _run_stage(args: list[str]) -> dict:
@@ -103,6 +131,101 @@ def _run_stage(args: list[str]) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def _archive_mib(archive: str) -> float:
+    return sum(
+        os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(archive) for name in names
+    ) / 2**20
+
+
+def _generate(scratch: str, name: str, args: argparse.Namespace, images: int | None) -> dict:
+    command = ["--stage", "generate", "--archive", os.path.join(scratch, name), "--size", str(args.size), "--root",
+               os.path.abspath(args.root)]
+    return _run_stage(command + (["--images", str(images)] if images else []))
+
+
+def _report_stage(archive: str, args: argparse.Namespace, num_workers: int | None) -> dict:
+    command = ["--stage", "report", "--archive", archive, "--model", args.model, "--img-size", str(args.img_size),
+               "--batch-size", str(args.batch_size)]
+    return _run_stage(command + ([] if num_workers is None else ["--num-workers", str(num_workers)]))
+
+
+def _machine(args: argparse.Namespace) -> dict:
+    return {"batch_size": args.batch_size, "img_size": args.img_size, "cpu_count": os.cpu_count(),
+            "machine": platform.processor() or platform.machine(), "python": platform.python_version()}
+
+
+def _write(result: dict, output: str) -> None:
+    os.makedirs(os.path.dirname(os.path.join(REPO_ROOT, output)), exist_ok=True)
+    with open(os.path.join(REPO_ROOT, output), "w") as f:
+        json.dump(result, f, indent=2)
+
+
+def memory_scaling(args: argparse.Namespace) -> dict:
+    """Peak RSS of the default report over generated archives of growing size."""
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for count in args.rss_images:
+            generated = _generate(scratch, f"cohort_{count}", args, count)
+            report = _report_stage(generated["archive"], args, None)
+            report.pop("processed_paths")
+            rows.append({"images": count, "archive_mib": _archive_mib(generated["archive"]), **report})
+            print(f"{count:>7} images: {report['images_per_second']:.1f} images/s, peak RSS main process "
+                  f"{report['peak_rss_mib']:.0f} MiB, largest decoding process {report['peak_rss_worker_mib']:.0f} "
+                  f"MiB ({report['num_workers']} workers)", flush=True)
+            shutil.rmtree(os.path.join(scratch, f"cohort_{count}"))
+    growth = rows[-1]["peak_rss_mib"] / rows[0]["peak_rss_mib"]
+    print(f"main-process peak RSS, largest / smallest archive: {growth:.2f} for {rows[-1]['images'] / rows[0]['images']:.0f}x the images")
+    return {"memory_scaling": rows, "peak_rss_growth": growth, "image_side": args.size, **_machine(args)}
+
+
+def throughput(args: argparse.Namespace) -> dict:
+    """Report (default workers and in-process) against bare decoding (one process and as many as the report)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        archive, generated = args.archive, None
+        if archive is None:
+            generated = _generate(scratch, "cohort", args, None)
+            archive = generated["archive"]
+        report = _report_stage(archive, args, None)
+        in_process = _report_stage(archive, args, 0)
+        in_process.pop("processed_paths")
+        paths_file = os.path.join(scratch, "paths.txt")
+        with open(paths_file, "w") as f:
+            f.write("\n".join(report.pop("processed_paths")))
+        bare = _run_stage(["--stage", "bare", "--paths", paths_file, "--img-size", str(args.img_size)])
+        workers = max(1, report["num_workers"])
+        bare_parallel = _run_stage(["--stage", "bare", "--paths", paths_file, "--img-size", str(args.img_size),
+                                    "--processes", str(workers)])
+        archive_mib = _archive_mib(archive)
+
+    result = {
+        "report": report, "report_in_process": in_process, "bare_pydicom": bare, "bare_pydicom_parallel": bare_parallel,
+        "ratio_report_to_bare": report["images_per_second"] / bare["images_per_second"],
+        "ratio_in_process_report_to_bare": in_process["images_per_second"] / bare["images_per_second"],
+        "ratio_report_to_parallel_bare": report["images_per_second"] / bare_parallel["images_per_second"],
+        "archive": {"generated": generated is not None, "image_side": args.size if generated else None,
+                    "files": report["files"], "mib_on_disk": archive_mib,
+                    "transfer_syntaxes": generated["syntaxes"] if generated else None},
+        **_machine(args),
+    }
+    unread = f" ({bare['failed']} files it could not decode)" if bare["failed"] else ""
+    print(
+        f"report, {report['num_workers']} decoding processes: {report['images']} images in {report['seconds']:.1f} s "
+        f"= {report['images_per_second']:.1f} images/s, peak RSS {report['peak_rss_mib']:.0f} MiB main "
+        f"({report['rss_after_imports_and_model_mib']:.0f} MiB after imports and model load), "
+        f"{report['peak_rss_worker_mib']:.0f} MiB largest worker\n"
+        f"report, decoding in-process: {in_process['images_per_second']:.1f} images/s, peak RSS "
+        f"{in_process['peak_rss_mib']:.0f} MiB\n"
+        f"bare pydicom decode + resize, 1 process: {bare['images']} images in {bare['seconds']:.1f} s = "
+        f"{bare['images_per_second']:.1f} images/s, peak RSS {bare['peak_rss_mib']:.0f} MiB{unread}\n"
+        f"bare pydicom decode + resize, {bare_parallel['processes']} processes: "
+        f"{bare_parallel['images_per_second']:.1f} images/s\n"
+        f"ratio report / bare (1 process): {result['ratio_report_to_bare']:.2f}; in-process report / bare: "
+        f"{result['ratio_in_process_report_to_bare']:.2f}; report / bare ({bare_parallel['processes']} processes): "
+        f"{result['ratio_report_to_parallel_bare']:.2f}; archive {archive_mib:.0f} MiB on disk"
+    )
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archive", default=None, help="an existing archive; a cohort is generated when omitted")
@@ -111,64 +234,28 @@ def main() -> None:
     parser.add_argument("--model", default="bundles/cae/models/model.pt")
     parser.add_argument("--img-size", type=int, default=28)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument("--output", default="benchmarks/results/cohort_inference.json")
+    parser.add_argument("--rss-images", type=int, nargs="+", default=None,
+                        help="archive sizes for the memory measurement, e.g. 1000 10000 50000")
+    parser.add_argument("--output", default=None, help="JSON path (default benchmarks/results/cohort_inference.json "
+                        "or cohort_memory.json)")
     parser.add_argument("--stage", choices=("generate", "report", "bare"), help=argparse.SUPPRESS)
     parser.add_argument("--paths", help=argparse.SUPPRESS)
+    parser.add_argument("--images", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--num-workers", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--processes", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.stage == "generate":
-        print(json.dumps(stage_generate(args.archive, args.size, args.root)))
-        return
-    if args.stage == "report":
+        print(json.dumps(stage_generate(args.archive, args.size, args.root, args.images)))
+    elif args.stage == "report":
         print(json.dumps(stage_report(args.archive, args.model, args.img_size, args.batch_size, args.num_workers)))
-        return
-    if args.stage == "bare":
+    elif args.stage == "bare":
         with open(args.paths) as f:
-            print(json.dumps(stage_bare(f.read().splitlines(), args.img_size)))
-        return
-
-    with tempfile.TemporaryDirectory() as scratch:
-        archive, generated = args.archive, None
-        if archive is None:
-            generated = _run_stage(["--stage", "generate", "--archive", os.path.join(scratch, "cohort"), "--size",
-                                    str(args.size), "--root", os.path.abspath(args.root)])
-            archive = generated["archive"]
-        archive_mib = sum(
-            os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(archive) for name in names
-        ) / 2**20
-        report = _run_stage(["--stage", "report", "--archive", archive, "--model", args.model, "--img-size",
-                             str(args.img_size), "--batch-size", str(args.batch_size), "--num-workers",
-                             str(args.num_workers)])
-        paths_file = os.path.join(scratch, "paths.txt")
-        with open(paths_file, "w") as f:
-            f.write("\n".join(report.pop("processed_paths")))
-        bare = _run_stage(["--stage", "bare", "--paths", paths_file, "--img-size", str(args.img_size)])
-
-    result = {
-        "report": report,
-        "bare_pydicom": bare,
-        "ratio_report_to_bare": report["images_per_second"] / bare["images_per_second"],
-        "archive": {"generated": generated is not None, "image_side": args.size if generated else None,
-                    "files": report["files"], "mib_on_disk": archive_mib,
-                    "transfer_syntaxes": generated["syntaxes"] if generated else None},
-        "batch_size": args.batch_size, "num_workers": args.num_workers, "img_size": args.img_size,
-        "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-    }
-    unread = f" ({bare['failed']} files it could not decode)" if bare["failed"] else ""
-    print(
-        f"report: {report['images']} images in {report['seconds']:.1f} s = {report['images_per_second']:.1f} images/s, "
-        f"peak RSS {report['peak_rss_mib']:.0f} MiB ({report['rss_after_imports_and_model_mib']:.0f} MiB after "
-        "imports and model load)\n"
-        f"bare pydicom decode + resize: {bare['images']} images in {bare['seconds']:.1f} s = "
-        f"{bare['images_per_second']:.1f} images/s, peak RSS {bare['peak_rss_mib']:.0f} MiB"
-        f"{unread}\n"
-        f"ratio report / bare: {result['ratio_report_to_bare']:.2f}; archive {archive_mib:.0f} MiB on disk"
-    )
-    os.makedirs(os.path.dirname(os.path.join(REPO_ROOT, args.output)), exist_ok=True)
-    with open(os.path.join(REPO_ROOT, args.output), "w") as f:
-        json.dump(result, f, indent=2)
+            print(json.dumps(stage_bare(f.read().splitlines(), args.img_size, args.processes)))
+    elif args.rss_images:
+        _write(memory_scaling(args), args.output or "benchmarks/results/cohort_memory.json")
+    else:
+        _write(throughput(args), args.output or "benchmarks/results/cohort_inference.json")
 
 
 if __name__ == "__main__":

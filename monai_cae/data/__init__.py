@@ -19,7 +19,14 @@ from .dicom import (
     read_dicom_header,
 )
 from .manifest import MANIFEST_COLUMNS, ManifestEntry, probe_file, read_manifest, scan_archive, write_manifest
-from .cohort import CohortDataLoader, CohortDataset, LoadRadiographd, cohort_collate, cohort_transform
+from .cohort import (
+    CohortDataLoader,
+    CohortDataset,
+    LoadRadiographd,
+    cohort_collate,
+    cohort_transform,
+    default_num_workers,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -49,4 +56,5 @@ __all__ = [
     "LoadRadiographd",
     "cohort_collate",
     "cohort_transform",
+    "default_num_workers",
 ]

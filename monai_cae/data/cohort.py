@@ -20,7 +20,9 @@ from .dicom import DicomRadiographReader, UnusableImageError
 from .image_folder import preprocessing_transform
 from .manifest import SELECTED, ManifestEntry
 
-__all__ = ["CohortDataLoader", "CohortDataset", "LoadRadiographd", "cohort_collate", "cohort_transform"]
+__all__ = [
+    "CohortDataLoader", "CohortDataset", "LoadRadiographd", "cohort_collate", "cohort_transform", "default_num_workers",
+]
 
 
 @contextlib.contextmanager
@@ -200,6 +202,27 @@ def cohort_collate(batch: Sequence[dict]) -> dict:
     return {**(default_collate(loaded) if loaded else {}), "skipped": skipped}
 
 
+def default_num_workers(batches: int | None = None) -> int:
+    """Decoding processes for an archive: one per CPU this process may use, shared among the local ranks.
+
+    Decoding (codecs, LUTs, resizing) is nearly all the cost of streaming an archive, and it runs in one Python
+    process per loader worker, so a worker per core is what lets the pipeline use the machine. Under ``torchrun`` the
+    CPUs are divided by ``LOCAL_WORLD_SIZE`` so that the ranks of one node do not oversubscribe it.
+
+    Args:
+        batches: batches the loader will yield; no more workers than that are started (a worker that never gets a
+            batch only costs its start-up).
+
+    Returns:
+        The number of workers, 0 (load in the main process) on a single CPU or for a single batch.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    if batches is not None:
+        workers = min(workers, batches)
+    return workers if workers > 1 else 0
+
+
 class CohortDataLoader(DataLoader):
     """A non-shuffling MONAI ``DataLoader`` over a :class:`CohortDataset` that streams only the loaded images.
 
@@ -209,11 +232,21 @@ class CohortDataLoader(DataLoader):
     Args:
         dataset: the cohort.
         batch_size: images per batch.
-        num_workers: loader processes (decoding is the expensive part and parallelises across them).
+        num_workers: loader processes (decoding is the expensive part and parallelises across them);
+            :func:`default_num_workers` when ``None``.
         kwargs: other ``DataLoader`` arguments.
+
+    Raises:
+        ValueError: for a negative ``num_workers``.
     """
 
-    def __init__(self, dataset: torch.utils.data.Dataset, batch_size: int = 64, num_workers: int = 0, **kwargs) -> None:
+    def __init__(
+        self, dataset: torch.utils.data.Dataset, batch_size: int = 64, num_workers: int | None = None, **kwargs
+    ) -> None:
+        if num_workers is None:
+            num_workers = default_num_workers(-(-len(dataset) // batch_size))
+        elif num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0 (or None for one per CPU), got {num_workers}.")
         kwargs.setdefault("collate_fn", cohort_collate)
         super().__init__(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, **kwargs)
         self.skipped: list[tuple[int, str, str]] = []

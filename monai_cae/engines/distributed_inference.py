@@ -117,7 +117,7 @@ def assign_strata_sharded(
     shard_dir: str,
     write: Callable[[ShardedStrata], Any] | None = None,
     batch_size: int = 512,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
     fingerprint: str = "",
@@ -145,7 +145,7 @@ def assign_strata_sharded(
         write: called on rank 0 with the merged result, e.g. to write ``embeddings.npy`` and ``assignments.csv``
             through :func:`~monai_cae.engines.write_assignments`.
         batch_size: images per batch.
-        num_workers: loader processes per rank.
+        num_workers: loader processes per rank; the node's CPUs shared among its ranks when ``None``.
         device: this rank's device.
         progress: show a progress bar.
         fingerprint: text identifying the inputs beyond the dataset length (e.g. dataset name and split, or the

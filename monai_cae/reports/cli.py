@@ -57,7 +57,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="training latents (runs/train/prototypes/embeddings.npy) that calibrate the outliers")
     parser.add_argument("--cache-dir", default=None, help="cache of preprocessed images (PersistentDataset)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--num-workers", type=int, default=0, help="decoding processes")
+    parser.add_argument(
+        "--num-workers", type=int, default=None, help="decoding processes (default: one per CPU; 0 decodes in-process)"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)

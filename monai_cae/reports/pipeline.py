@@ -76,7 +76,7 @@ def generate_report(
     reference_embeddings: str | None = None,
     cache_dir: str | None = None,
     batch_size: int = 64,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     device: torch.device | str = "cpu",
     model_name: str = "",
     progress: bool = True,
@@ -101,7 +101,7 @@ def generate_report(
             :func:`~monai_cae.reports.outlier_threshold`).
         cache_dir: optional cache of preprocessed images.
         batch_size: images per batch.
-        num_workers: loader processes.
+        num_workers: loader processes; one per CPU when ``None`` (see :func:`~monai_cae.data.default_num_workers`).
         device: device of the network.
         model_name: name of the model in the report.
         progress: show progress bars.
