@@ -124,6 +124,35 @@ def test_save_writes_files_and_json_round_trips(tmp_path) -> None:
     assert all(os.path.basename(p).startswith("run1_") and os.path.isfile(p) for p in prefixed.values())
 
 
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("fit_sample", [300, 1000])
+def test_subsample_fit_agrees_with_the_full_fit(normalize: bool, fit_sample: int) -> None:
+    means, std = (directional_means(), 0.02) if normalize else (BLOB_MEANS_8D, 0.5)
+    features, labels = gaussian_blobs(means, 1500, std, seed=4)
+    full = elbow_kmeans(features, K_VALUES, seed=0, normalize=normalize, fit_sample=None, progress=False)
+    sampled = elbow_kmeans(features, K_VALUES, seed=0, normalize=normalize, fit_sample=fit_sample, progress=False)
+    assert sampled.k == full.k == 4
+    assert match_clusters(labels, sampled.predict(features), 4)[1] == 1.0
+    clustered = l2_normalize(features) if normalize else features
+    for k, inertia in zip(sampled.k_values, sampled.inertias):
+        model = sampled.models[k]
+        # fitted on the subsample only, but the inertia is that of every row: checked by hand
+        assert model.n_features_in_ == 8 and len(model.labels_) == fit_sample
+        distances = ((clustered[:, None, :] - model.cluster_centers_[None]) ** 2).sum(-1).min(1)
+        assert inertia == pytest.approx(float(distances.sum()), rel=1e-4)
+        # a centroid fitted on a sample is never better than the full fit on all rows, and close to it
+        assert inertia >= full.inertias[full.k_values.index(k)] * (1 - 1e-4)
+    assert sampled.inertias[K_VALUES.index(4)] == pytest.approx(full.inertias[K_VALUES.index(4)], rel=0.02)
+
+
+def test_subsample_fit_is_reproducible_and_checks_its_size() -> None:
+    features, _ = gaussian_blobs(BLOB_MEANS_8D, 500, 1.0, seed=5)
+    first, second = (elbow_kmeans(features, (2, 3, 4), seed=7, fit_sample=200, progress=False) for _ in range(2))
+    np.testing.assert_array_equal(first.centroids, second.centroids)
+    with pytest.raises(ValueError, match="fit_sample"):
+        elbow_kmeans(features, (2, 3, 4), fit_sample=4, progress=False)
+
+
 @pytest.mark.parametrize(
     "features,k_values",
     [

@@ -126,6 +126,7 @@ def elbow_kmeans(
     normalize: bool = True,
     n_init: int = 10,
     silhouette_sample: int | None = 4000,
+    fit_sample: int | None = 20_000,
     progress: bool = True,
 ) -> ElbowResult:
     """Fit KMeans for each ``k`` and choose ``k`` at the knee of the inertia curve (the elbow method).
@@ -142,13 +143,17 @@ def elbow_kmeans(
             images to prototypes.
         n_init: KMeans restarts per ``k``.
         silhouette_sample: rows sampled for the silhouette score (it is quadratic in N); ``None`` uses all.
+        fit_sample: above this many rows, each KMeans is fitted on a random subsample of this size and its
+            inertia is then measured on every row (one assignment pass), so the cost grows with N only through that
+            pass (``benchmarks/scaling.py``); ``None`` always fits on every row.
         progress: show a progress bar.
 
     Returns:
         An :class:`ElbowResult`.
 
     Raises:
-        ValueError: for a non-2-D feature matrix, fewer than two values of ``k``, a ``k`` below 2 or not below N.
+        ValueError: for a non-2-D feature matrix, fewer than two values of ``k``, a ``k`` below 2 or not below N,
+            or a ``fit_sample`` not above the largest ``k``.
     """
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2:
@@ -156,16 +161,26 @@ def elbow_kmeans(
     k_values = sorted(int(k) for k in k_values)
     if len(k_values) < 2 or k_values[0] < 2 or k_values[-1] >= len(features):
         raise ValueError(f"k_values must hold at least two counts in [2, N - 1] with N={len(features)}, got {k_values}.")
+    if fit_sample is not None and fit_sample <= k_values[-1]:
+        raise ValueError(f"fit_sample must exceed the largest k ({k_values[-1]}), got {fit_sample}.")
     data = l2_normalize(features) if normalize else features
     sample = None if silhouette_sample is None else min(silhouette_sample, len(data))
+    fit_rows = (
+        data if fit_sample is None or len(data) <= fit_sample
+        else data[np.sort(np.random.default_rng(seed).choice(len(data), fit_sample, replace=False))]
+    )
     models: dict[int, KMeans] = {}
     inertias: list[float] = []
     silhouettes: list[float] = []
     for k in tqdm(k_values, desc="KMeans over k", disable=not progress):
-        model = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(data)
+        model = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(fit_rows)
         models[k] = model
-        inertias.append(float(model.inertia_))
-        silhouettes.append(float(silhouette_score(data, model.labels_, sample_size=sample, random_state=seed)))
+        if fit_rows is data:
+            labels, inertia = model.labels_, float(model.inertia_)
+        else:
+            labels, inertia = model.predict(data), -float(model.score(data))
+        inertias.append(inertia)
+        silhouettes.append(float(silhouette_score(data, labels, sample_size=sample, random_state=seed)))
     knee = KneeLocator(k_values, inertias, curve="convex", direction="decreasing").knee
     knee_found = knee is not None
     k = int(knee) if knee_found else k_values[int(np.argmax(silhouettes))]

@@ -38,6 +38,8 @@ class PrototypeDiscoveryHandler:
         k_values: cluster counts to try.
         seed: KMeans random state.
         normalize: cluster L2-normalised latents (consistent with the cosine prototype assignment).
+        fit_sample: for more training images than this, KMeans is fitted on a random subsample of this size and
+            measured on all (see :func:`~monai_cae.clustering.elbow_kmeans`); ``None`` fits on all.
         prototypes_path: optional extra path to save ``prototypes.npy`` to, e.g. beside the bundle's model.
         image_key: key of the images in a batch.
         progress: show progress bars.
@@ -53,6 +55,7 @@ class PrototypeDiscoveryHandler:
         k_values: Sequence[int] = tuple(range(2, 11)),
         seed: int = 0,
         normalize: bool = True,
+        fit_sample: int | None = 20_000,
         prototypes_path: str | None = None,
         image_key: str = "image",
         progress: bool = True,
@@ -64,6 +67,7 @@ class PrototypeDiscoveryHandler:
         self.k_values = list(k_values)
         self.seed = seed
         self.normalize = normalize
+        self.fit_sample = fit_sample
         self.prototypes_path = prototypes_path
         self.image_key = image_key
         self.progress = progress
@@ -92,7 +96,7 @@ class PrototypeDiscoveryHandler:
             network.encode, self.data_loader, engine.state.device, self.image_key, None, self.progress, "Embedding"
         )
         self.result = elbow_kmeans(features, self.k_values, seed=self.seed, normalize=self.normalize,
-                                   progress=self.progress)
+                                   fit_sample=self.fit_sample, progress=self.progress)
         network.set_prototypes(broadcast_matrix(torch.from_numpy(self.result.centroids), engine.state.device))
         self.result.save(self.output_dir)
         np.save(os.path.join(self.output_dir, "embeddings.npy"), features)
