@@ -43,6 +43,7 @@ class CAELoss(nn.Module):
         y1: torch.Tensor,
         x2: torch.Tensor,
         y2: torch.Tensor,
+        pseudo_labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Compute the loss and its parts.
 
@@ -53,6 +54,8 @@ class CAELoss(nn.Module):
             y1: reconstructions of the first views.
             x2: second views.
             y2: reconstructions of the second views.
+            pseudo_labels: optional ``(N,)`` pseudo-class per image, for cluster-aware negatives (no negative from
+                the anchor's own pseudo-class, see :class:`NTXentLoss`).
 
         Returns:
             ``{"contrastive", "reconstruction", "total"}``: scalar tensors, where ``reconstruction`` is the unweighted
@@ -64,7 +67,7 @@ class CAELoss(nn.Module):
         for target, recon in ((x1, y1), (x2, y2)):
             if target.shape != recon.shape:
                 raise ValueError(f"reconstruction shape {tuple(recon.shape)} differs from input {tuple(target.shape)}.")
-        contrastive = self.contrastive(z1, z2)
+        contrastive = self.contrastive(z1, z2, pseudo_labels)
         reconstruction = self.reconstruction(y1, x1) + self.reconstruction(y2, x2)
         return {
             "contrastive": contrastive,
