@@ -25,11 +25,18 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import GrayscaleSoftcopyPresentationStateStorage, MPEG4HP41, generate_uid
 from sklearn.metrics import normalized_mutual_info_score
 
-from monai_cae.data import MedMNISTDataset, pseudonymize
+from monai_cae.data import (
+    CohortDataLoader,
+    CohortDataset,
+    MedMNISTDataset,
+    default_num_workers,
+    pseudonymize,
+    scan_archive,
+)
 from monai_cae.engines import load_model
 from monai_cae.evaluation import ClusterLabelMapping
 from monai_cae.networks.nets import ContrastiveAutoEncoder
-from monai_cae.reports import REPORT_FILES, generate_report, publish_folder
+from monai_cae.reports import REPORT_FILES, assign_cohort, generate_report, publish_folder
 from monai_cae.reports.cli import main as report_main
 
 from conftest import REPO_ROOT
@@ -378,6 +385,37 @@ def test_every_bad_input_is_listed_with_its_reason_and_the_run_goes_on(model, sh
         "detail"]
     processed = [r["image_id"] for r in read_csv(str(tmp_path / "out" / "strata_per_image.csv"))]
     assert sorted(processed) == ["a_good/nih.dcm", "a_good/siim"]
+
+
+@pytest.mark.parametrize("num_workers", [2, None])
+def test_parallel_decoding_gives_the_in_process_result(network, shared_data, tmp_path, num_workers) -> None:
+    archive = str(tmp_path / "archive")
+    expected = make_bad_corpus(archive, shared_data)
+    manifest = scan_archive(archive, progress=False)
+    results = {}
+    for workers in (0, num_workers):
+        loader = CohortDataLoader(CohortDataset(manifest, 28), batch_size=2, num_workers=workers)
+        assignment = assign_cohort(network, loader, "cpu", progress=False)
+        results[workers] = (assignment, sorted(loader.skipped))
+    (serial, serial_skipped), (parallel, parallel_skipped) = results[0], results[num_workers]
+    assert parallel.ids == serial.ids and len(serial.ids) == 2
+    np.testing.assert_array_equal(parallel.embeddings, serial.embeddings)
+    assert parallel_skipped == serial_skipped
+    # the files that pass the header scan but fail to decode (truncated pixels, a constant image) are skipped
+    # with the same reasons in both
+    assert {reason for _, reason, _ in serial_skipped} >= {"corrupt", "constant_image"}
+    assert {reason for _, reason, _ in serial_skipped} <= set(expected.values())
+
+
+def test_default_workers_share_the_cpus_among_local_ranks(monkeypatch) -> None:
+    cpus = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_num_workers() == (cpus if cpus > 1 else 0)
+    assert default_num_workers(batches=1) == 0  # one batch: decoding in-process beats starting a worker
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cpus))
+    assert default_num_workers() == 0
+    with pytest.raises(ValueError, match="num_workers"):
+        CohortDataLoader(CohortDataset([], 28), num_workers=-1)
 
 
 def test_nothing_processable_exits_non_zero_and_lists_why(model, shared_data, tmp_path, capsys) -> None:

@@ -30,17 +30,20 @@ class CAEStep(nn.Module):
         self.network = network
 
     def forward(
-        self, view1: torch.Tensor, view2: torch.Tensor, phase: int
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        self, view1: torch.Tensor, view2: torch.Tensor, phase: int, image: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, ...]:
         """Run one phase's computation on both views.
 
         Args:
             view1: first views.
             view2: second views.
             phase: 1 (encoder, projector and decoder trained) or 2 (frozen encoder, conditional decoder trained).
+            image: in phase 1, the un-augmented images for the network's local branch
+                (:meth:`~monai_cae.networks.nets.ContrastiveAutoEncoder.local`); ignored in phase 2.
 
         Returns:
-            ``(z1, z2, y1, y2)``: projections (``None`` in phase 2) and reconstructions of both views.
+            ``(z1, z2, y1, y2)``: projections (``None`` in phase 2) and reconstructions of both views; in phase 1 with
+            ``image``, followed by the local branch's pixel ``embedding`` and ``similarity`` maps.
 
         Raises:
             ValueError: for a phase other than 1 or 2.
@@ -48,6 +51,8 @@ class CAEStep(nn.Module):
         if phase == 1:
             _, z1, y1 = self.network(view1)
             _, z2, y2 = self.network(view2)
+            if image is not None:
+                return z1, z2, y1, y2, *self.network.local(image)
             return z1, z2, y1, y2
         if phase != 2:
             raise ValueError(f"phase must be 1 or 2, got {phase}.")

@@ -28,6 +28,7 @@ class StrataAssignment:
         ids: identifier of each image.
         indices: dataset index of each image.
         labels: labels where the dataset has them (``-1`` otherwise).
+        cluster_maps: ``(N, *img_size)`` uint8 pixel cluster of the model's local branch, ``None`` without one.
     """
 
     embeddings: np.ndarray
@@ -36,6 +37,7 @@ class StrataAssignment:
     ids: list[str]
     indices: np.ndarray
     labels: np.ndarray
+    cluster_maps: np.ndarray | None = None
 
     @property
     def clusters(self) -> np.ndarray:
@@ -90,10 +92,10 @@ def assign_strata(
         progress: show a progress bar.
 
     Returns:
-        A :class:`StrataAssignment`.
+        A :class:`StrataAssignment`, with the pixel cluster maps when the network has a local branch.
     """
     network.eval()
-    parts: dict[str, list] = {"h": [], "p": [], "s": [], "ids": [], "idx": [], "labels": []}
+    parts: dict[str, list] = {"h": [], "p": [], "s": [], "ids": [], "idx": [], "labels": [], "maps": []}
     for batch in tqdm(data_loader, desc="Assigning strata", disable=not progress):
         images = torch.as_tensor(batch["image"]).to(device)
         h = network.encode(images)
@@ -102,6 +104,9 @@ def assign_strata(
         parts["h"].append(h.float().cpu().numpy())
         parts["p"].append(probabilities.float().cpu().numpy())
         parts["s"].append(similarities.float().cpu().numpy())
+        if network.local_branch is not None:
+            # uint8: one byte per pixel keeps a cohort's maps small (at most 255 clusters)
+            parts["maps"].append(network.cluster_map(images).cpu().numpy().astype(np.uint8))
         parts["ids"].extend(str(i) for i in batch.get("id", [""] * n))
         parts["idx"].append(np.asarray(torch.as_tensor(batch.get("index", torch.full((n,), -1)))).reshape(-1))
         parts["labels"].append(np.asarray(torch.as_tensor(batch.get("label", torch.full((n,), -1)))).reshape(-1))
@@ -112,6 +117,7 @@ def assign_strata(
         ids=parts["ids"],
         indices=np.concatenate(parts["idx"]).astype(np.int64),
         labels=np.concatenate(parts["labels"]).astype(np.int64),
+        cluster_maps=np.concatenate(parts["maps"]) if parts["maps"] else None,
     )
 
 
@@ -138,7 +144,8 @@ def atomic_write(path: str, write: Callable, mode: str = "w") -> None:
 
 
 def write_assignments(result: StrataAssignment, output_dir: str) -> dict[str, str]:
-    """Write ``embeddings.npy`` (N x D float32, dataset order) and ``assignments.csv`` (one row per image).
+    """Write ``embeddings.npy`` (N x D float32, dataset order) and ``assignments.csv`` (one row per image), and
+    ``cluster_maps.npy`` (``(N, *img_size)`` uint8 pixel clusters, dataset order) when the model has a local branch.
 
     ``assignments.csv`` columns: ``index``, ``id``, ``label``, ``cluster``, ``prob_0 .. prob_{K-1}`` and
     ``similarity`` (cosine similarity to the nearest prototype).
@@ -153,6 +160,9 @@ def write_assignments(result: StrataAssignment, output_dir: str) -> dict[str, st
     paths = {"embeddings": os.path.join(output_dir, "embeddings.npy"),
              "assignments": os.path.join(output_dir, "assignments.csv")}
     atomic_write(paths["embeddings"], lambda f: np.save(f, result.embeddings), mode="wb")
+    if result.cluster_maps is not None:
+        paths["cluster_maps"] = os.path.join(output_dir, "cluster_maps.npy")
+        atomic_write(paths["cluster_maps"], lambda f: np.save(f, result.cluster_maps), mode="wb")
     k = result.probabilities.shape[1]
 
     def write_csv(f) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -14,10 +14,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
-from monai_cae.losses import CAELoss
+from monai_cae.losses import CAELoss, LocalDiscriminationLoss
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
 from .step import CAEStep
+
+if TYPE_CHECKING:  # a run-time import would be circular: the handlers embed with monai_cae.engines
+    from monai_cae.handlers import PseudoClassHandler
 
 __all__ = ["CAETrainer"]
 
@@ -59,6 +62,14 @@ class CAETrainer(SupervisedTrainer):
         non_blocking: non-blocking host-to-device copies.
         step_module: the module computing an iteration's outputs, :class:`CAEStep` over ``network`` when omitted;
             a ``DistributedDataParallel`` around a :class:`CAEStep` of the same ``network`` for distributed runs.
+        pseudo_classes: for cluster-aware negatives, a :class:`~monai_cae.handlers.PseudoClassHandler` over the
+            training set; the trainer attaches it and passes the pseudo-classes of each phase-1 batch's images
+            (looked up by ``index_key``) to ``loss_function`` as ``pseudo_labels``.
+        index_key: key of the images' dataset indices in a batch, read only with ``pseudo_classes``.
+        local_loss: for a network with a local branch, the loss of its pixel embeddings and clusters, computed in
+            phase 1 on the un-augmented batch, added to the total as ``local_weight * local`` and logged as
+            ``local`` (see :class:`~monai_cae.losses.LocalEmbeddingLoss` for why not on the views).
+        local_weight: weight of the local loss.
 
     Raises:
         ValueError: for ``warmup_epochs`` outside ``[0, max_epochs]``, or a :class:`CAEStep` ``step_module`` over
@@ -81,6 +92,10 @@ class CAETrainer(SupervisedTrainer):
         epoch_length: int | None = None,
         non_blocking: bool = False,
         step_module: nn.Module | None = None,
+        pseudo_classes: PseudoClassHandler | None = None,
+        index_key: str = "index",
+        local_loss: LocalDiscriminationLoss | None = None,
+        local_weight: float = 1.0,
     ) -> None:
         if not 0 <= warmup_epochs <= max_epochs:
             raise ValueError(f"warmup_epochs must be in [0, max_epochs={max_epochs}], got {warmup_epochs}.")
@@ -106,6 +121,16 @@ class CAETrainer(SupervisedTrainer):
         if isinstance(inner, CAEStep) and inner.network is not network:
             raise ValueError("step_module computes with another network than the trainer's: wrap CAEStep(network).")
         self.step_module = step_module
+        self.pseudo_classes = pseudo_classes
+        self.index_key = index_key
+        if local_loss is not None and network.local_branch is None:
+            raise ValueError("local_loss needs a network with a local branch (local_branch=True).")
+        if local_weight < 0:
+            raise ValueError(f"local_weight must be non-negative, got {local_weight}.")
+        self.local_loss = local_loss
+        self.local_weight = float(local_weight)
+        if pseudo_classes is not None:
+            pseudo_classes.attach(self)
 
     def phase(self, epoch: int) -> int:
         """Training phase (1 or 2) of a 1-based epoch number."""
@@ -121,6 +146,10 @@ class CAETrainer(SupervisedTrainer):
             raise RuntimeError(
                 "phase 2 needs cluster prototypes: attach a PrototypeDiscoveryHandler or call set_prototypes()."
             )
+        loss_options: dict[str, torch.Tensor] = {}
+        if phase == 1 and self.pseudo_classes is not None:
+            labels = self.pseudo_classes.lookup(batchdata[self.index_key])
+            loss_options["pseudo_labels"] = labels.to(engine.state.device, non_blocking=engine.non_blocking)
         with torch.no_grad():
             view1, view2 = self.pair_augmentation(images)
         network.train()
@@ -129,12 +158,16 @@ class CAETrainer(SupervisedTrainer):
             network.encoder.eval()
         engine.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=torch.device(engine.state.device).type, enabled=engine.amp):
-            z1, z2, y1, y2 = self.step_module(view1, view2, phase)
+            local = phase == 1 and self.local_loss is not None
+            z1, z2, y1, y2, *pixels = self.step_module(view1, view2, phase, images if local else None)
             if phase == 1:
-                parts = engine.loss_function(z1, z2, view1, y1, view2, y2)
+                parts = engine.loss_function(z1, z2, view1, y1, view2, y2, **loss_options)
             else:
                 reconstruction = F.mse_loss(y1.float(), view1) + F.mse_loss(y2.float(), view2)
                 parts = {"reconstruction": reconstruction, "total": reconstruction}
+            if local:
+                parts["local"] = self.local_loss(*pixels)["total"]
+                parts["total"] = parts["total"] + self.local_weight * parts["local"]
         if engine.amp and engine.scaler is not None:
             engine.scaler.scale(parts["total"]).backward()
             engine.scaler.step(engine.optimizer)
@@ -152,8 +185,9 @@ class CAETrainer(SupervisedTrainer):
             "lr": float(engine.optimizer.param_groups[0]["lr"]),
             "phase": phase,
         }
-        if "contrastive" in logged:
-            output["contrastive"] = logged["contrastive"]
+        for name in ("contrastive", "local"):
+            if name in logged:
+                output[name] = logged[name]
         return output
 
     def _mean_over_ranks(self, parts: dict[str, torch.Tensor]) -> dict[str, float]:

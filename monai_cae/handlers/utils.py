@@ -10,7 +10,7 @@ from typing import Any
 
 __all__ = ["latest_checkpoint", "loss_parts"]
 
-LOSS_PART_KEYS = ("loss", "contrastive", "reconstruction")
+LOSS_PART_KEYS = ("loss", "contrastive", "reconstruction", "local")
 
 
 def loss_parts(output: dict[str, Any]) -> dict[str, float]:

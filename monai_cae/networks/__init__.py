@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from .blocks import PrototypeAssignment
+from .blocks import PixelClustering, PixelEmbeddingHead, PrototypeAssignment
 from .nets import (
     CAEDecoder,
     CAEEncoder,
     ConditionalDecoder,
     ContrastiveAutoEncoder,
+    LocalDiscriminativeBranch,
     ProjectionHead,
     encoder_feature_shapes,
 )
@@ -15,6 +16,9 @@ __all__ = [
     "CAEEncoder",
     "ConditionalDecoder",
     "ContrastiveAutoEncoder",
+    "LocalDiscriminativeBranch",
+    "PixelClustering",
+    "PixelEmbeddingHead",
     "ProjectionHead",
     "PrototypeAssignment",
     "encoder_feature_shapes",

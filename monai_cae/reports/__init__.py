@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .figures import data_uri, decode_prototypes, image_png, latent_map_png, stratum_latent_norms
 from .html import render_report_html
+from .overlays import cluster_overlay_png, write_cluster_overlays
 from .tables import (
     PATIENT_COLUMNS,
     OutlierThreshold,
@@ -24,6 +25,7 @@ __all__ = [
     "OutlierThreshold",
     "assign_cohort",
     "check_output_dir",
+    "cluster_overlay_png",
     "data_uri",
     "decode_prototypes",
     "generate_report",
@@ -38,5 +40,6 @@ __all__ = [
     "reference_similarities",
     "render_report_html",
     "stratum_latent_norms",
+    "write_cluster_overlays",
     "write_report",
 ]

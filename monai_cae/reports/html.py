@@ -55,6 +55,7 @@ def render_report_html(
     prototype_uris: Sequence[str],
     thumbnail_uris: Sequence[Sequence[str]] | None,
     latent_map_uri: str | None,
+    overlay_uris: Sequence[tuple[str, str]] | None = None,
 ) -> str:
     """Render the report page.
 
@@ -63,6 +64,8 @@ def render_report_html(
         prototype_uris: one PNG data URI per stratum: the decoded prototype.
         thumbnail_uris: per stratum, PNG data URIs of example images; ``None`` when thumbnails are off.
         latent_map_uri: PNG data URI of the latent-space map, ``None`` when there is nothing to draw.
+        overlay_uris: ``(caption, PNG data URI)`` of images beside their pixel cluster map (model with a local
+            branch, thumbnails on); ``None`` or empty leaves the section out.
 
     Returns:
         The HTML document.
@@ -114,6 +117,19 @@ def render_report_html(
     if latent_map_uri:
         parts.append('<h2 id="latent-map">Latent space</h2>')
         parts.append(f'<img src="{escape(latent_map_uri)}" alt="2D map of the latent space" width="640">')
+
+    if overlay_uris:
+        parts.append('<h2 id="pixel-clusters">Pixel clusters</h2>')
+        parts.append(
+            '<p class="note">Each image beside its pixel cluster map from the local branch (one colour per cluster, '
+            "the same in every image); cluster_maps.npy has the maps of every image.</p>"
+        )
+        parts.append(
+            '<div class="cards" id="cluster-overlays">'
+            + "".join(f"<figure>{_img(uri, caption, 232)}<figcaption>{escape(caption)}</figcaption></figure>"
+                      for caption, uri in overlay_uris)
+            + "</div>"
+        )
 
     parts.append('<h2 id="outliers">Outliers</h2>')
     source = {

@@ -25,6 +25,7 @@ from monai_cae.networks.nets import ContrastiveAutoEncoder
 
 from .figures import data_uri, decode_prototypes, image_png, latent_map_png, stratum_latent_norms
 from .html import render_report_html
+from .overlays import cluster_overlay_png
 from .tables import PATIENT_COLUMNS, image_columns, image_rows, outlier_threshold, patient_rows, reference_similarities
 
 __all__ = ["REPORT_FILES", "NoImagesError", "check_output_dir", "publish_folder", "write_report"]
@@ -146,13 +147,16 @@ def write_report(
     device: torch.device | str = "cpu",
     model_name: str = "",
     pseudonymized: bool = False,
+    max_overlays: int = 24,
 ) -> dict:
     """Write the report folder of a cohort.
 
     Files: ``manifest.csv`` (every file, final status), ``skipped.csv`` (every skipped file with reason code and
     detail), ``embeddings.npy`` and ``assignments.csv`` (as :func:`monai_cae.engines.write_assignments`),
     ``strata_per_image.csv``, ``strata_per_patient.csv``, ``report.json``, ``report.html`` (self-contained) and
-    ``figures/`` (decoded prototypes, latent map). Everything is written to a hidden staging folder beside
+    ``figures/`` (decoded prototypes, latent map). A model with a local branch adds ``cluster_maps.npy`` and, with
+    thumbnails, ``figures/cluster_overlay_<index>.png`` shown in the page (the first ``max_overlays`` images).
+    Everything is written to a hidden staging folder beside
     ``output_dir``, then published at once by :func:`publish_folder`. No header field other than
     :data:`monai_cae.data.HEADER_FIELDS` is ever read into the outputs.
 
@@ -175,6 +179,7 @@ def write_report(
         model_name: what to call the model in the report (e.g. the checkpoint file name).
         pseudonymized: whether the identifiers are pseudonyms (stated in the report); the file paths are then left
             out of ``manifest.csv`` and ``skipped.csv``.
+        max_overlays: pixel cluster overlays in the page, for a model with a local branch.
 
     Returns:
         The content of ``report.json``.
@@ -235,8 +240,15 @@ def write_report(
     prototype_pngs = [image_png(img, scale=4) for img in decoded]
     latent_png = latent_map_png(assignment.embeddings, assignment.clusters, prototypes, outliers) if processed else None
     thumbs = _thumbnails(dataset, assignment, outliers, k, thumbnails_per_stratum) if thumbnails and processed else None
+    overlays: dict[int, bytes] = {}
+    if assignment.cluster_maps is not None and thumbnails:
+        for row, index in enumerate(assignment.indices[:max_overlays]):
+            item = dataset[int(index)]
+            if item["ok"]:
+                overlays[int(index)] = cluster_overlay_png(item["image"], assignment.cluster_maps[row])
     html = render_report_html(
-        report, [data_uri(p) for p in prototype_pngs], thumbs, data_uri(latent_png) if latent_png else None
+        report, [data_uri(p) for p in prototype_pngs], thumbs, data_uri(latent_png) if latent_png else None,
+        [(f"image {index}", data_uri(png)) for index, png in overlays.items()],
     )
 
     target = os.path.abspath(output_dir)
@@ -252,6 +264,8 @@ def write_report(
         _write_rows(os.path.join(staging, "strata_per_patient.csv"), PATIENT_COLUMNS, patients)
         for j, png in enumerate(prototype_pngs):
             atomic_write(os.path.join(staging, "figures", f"prototype_{j}.png"), lambda f, b=png: f.write(b), "wb")
+        for index, png in overlays.items():
+            atomic_write(os.path.join(staging, "figures", f"cluster_overlay_{index}.png"), lambda f, b=png: f.write(b), "wb")
         if latent_png:
             atomic_write(os.path.join(staging, "figures", "latent_map.png"), lambda f: f.write(latent_png), "wb")
         atomic_write(os.path.join(staging, "report.json"), lambda f: json.dump(report, f, indent=1))

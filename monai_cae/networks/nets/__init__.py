@@ -4,6 +4,7 @@ from .conditional_decoder import ConditionalDecoder
 from .contrastive_autoencoder import ContrastiveAutoEncoder
 from .decoder import CAEDecoder
 from .encoder import CAEEncoder, encoder_feature_shapes
+from .local_branch import LocalDiscriminativeBranch
 from .projector import ProjectionHead
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "CAEEncoder",
     "ConditionalDecoder",
     "ContrastiveAutoEncoder",
+    "LocalDiscriminativeBranch",
     "ProjectionHead",
     "encoder_feature_shapes",
 ]

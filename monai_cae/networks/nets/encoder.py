@@ -141,6 +141,11 @@ class CAEEncoder(nn.Module):
         self.flatten_size = previous * int(torch.tensor(self.pooled_shape).prod())
         self.fc = nn.Linear(self.flatten_size, latent_size)
 
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError when ``x`` is not ``(B, in_channels, *img_size)``."""
+        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels or list(x.shape[2:]) != self.img_size:
+            raise ValueError(f"expected input (B, {self.in_channels}, spatial {self.img_size}), got {x.shape}.")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encode a batch.
 
@@ -153,7 +158,6 @@ class CAEEncoder(nn.Module):
         Raises:
             ValueError: when ``x`` does not have the configured channels and spatial size.
         """
-        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels or list(x.shape[2:]) != self.img_size:
-            raise ValueError(f"expected input (B, {self.in_channels}, spatial {self.img_size}), got {x.shape}.")
+        self.check_input(x)
         return self.fc(torch.flatten(self.pool(self.convs(x)), 1))
 
