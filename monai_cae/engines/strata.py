@@ -168,11 +168,13 @@ def write_assignments(result: StrataAssignment, output_dir: str) -> dict[str, st
     def write_csv(f) -> None:
         writer = csv.writer(f)
         writer.writerow(["index", "id", "label", "cluster", *[f"prob_{j}" for j in range(k)], "similarity"])
+        # the properties compute over every image: once, not once per row
+        clusters, similarity = result.clusters, result.nearest_similarity
         for i in range(len(result.ids)):
             writer.writerow(
-                [int(result.indices[i]), result.ids[i], int(result.labels[i]), int(result.clusters[i])]
+                [int(result.indices[i]), result.ids[i], int(result.labels[i]), int(clusters[i])]
                 + [f"{p:.6f}" for p in result.probabilities[i]]
-                + [f"{result.nearest_similarity[i]:.6f}"]
+                + [f"{similarity[i]:.6f}"]
             )
 
     atomic_write(paths["assignments"], write_csv)

@@ -157,15 +157,17 @@ def image_rows(
         Rows as dictionaries; probabilities and similarity are floats, ``outlier`` a bool.
     """
     rows = []
+    # the properties compute over every image: once, not once per row
+    clusters, similarities = assignment.clusters, assignment.nearest_similarity
     for i, index in enumerate(assignment.indices):
         e = entries[int(index)]
-        similarity = float(assignment.nearest_similarity[i])
+        similarity = float(similarities[i])
         rows.append(
             {
                 "image_id": e.image_id, "patient_id": e.PatientID, "study_uid": e.StudyInstanceUID,
                 "study_date": e.StudyDate, "series_uid": e.SeriesInstanceUID, "sop_uid": e.SOPInstanceUID,
                 "modality": e.Modality, "view": e.ViewPosition, "body_part": e.BodyPartExamined,
-                "stratum": int(assignment.clusters[i]),
+                "stratum": int(clusters[i]),
                 **{f"prob_{j}": float(p) for j, p in enumerate(assignment.probabilities[i])},
                 "similarity": similarity, "outlier": bool(similarity < threshold.value),
             }
