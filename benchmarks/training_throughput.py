@@ -1,12 +1,14 @@
 """Training throughput of the bundle's real training loop against a minimal hand-written PyTorch loop.
 
-    python benchmarks/training_throughput.py --epochs 6
+    python benchmarks/training_throughput.py --epochs 6 --repeats 3
 
 The bundle side parses `bundles/cae/configs/train.json` and runs its `training` workflow (CAETrainer with every
 handler the config attaches: kNN probe, TensorBoard, stats, checkpoints, LR schedule) for warm-up epochs only. The
 bare side builds the same network, data loader, batch size, augmentation, loss and optimizer from the same config
 and loops over them by hand. Both are timed from the start of epoch 2 to the end of the last epoch, in augmented
-pairs per second (forward and backward of both views).
+pairs per second (forward and backward of both views). The two alternate ``--repeats`` times (bare, bundle, bare,
+bundle, ...) and the medians are compared, because a single pair of runs on a small machine swings by 10-15 % with
+the order and the allocator's warm state.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 
@@ -80,16 +83,23 @@ def bare_loop(epochs: int, overrides: dict) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each loop; medians compared")
     parser.add_argument("--dataset-dir", default=None, help="override the bundle's dataset_dir")
     parser.add_argument("--output", default="benchmarks/results/training_throughput.json")
     args = parser.parse_args()
     overrides = {} if args.dataset_dir is None else {"dataset_dir": args.dataset_dir}
-    bare_seconds, bare_pairs = bare_loop(args.epochs, overrides)
-    bundle_seconds, bundle_pairs = bundle_loop(args.epochs, overrides)
+    runs: dict[str, list[float]] = {"bare": [], "bundle": []}
+    for _ in range(args.repeats):
+        for name, loop in (("bare", bare_loop), ("bundle", bundle_loop)):
+            seconds, pairs = loop(args.epochs, overrides)
+            runs[name].append(pairs / seconds)
+            print(f"{name}: {pairs / seconds:.1f} pairs/s", flush=True)
+    bare, bundle = statistics.median(runs["bare"]), statistics.median(runs["bundle"])
     result = {
-        "bundle_pairs_per_second": bundle_pairs / bundle_seconds,
-        "bare_pairs_per_second": bare_pairs / bare_seconds,
-        "bundle_over_bare": (bundle_pairs / bundle_seconds) / (bare_pairs / bare_seconds),
+        "bundle_pairs_per_second": bundle,
+        "bare_pairs_per_second": bare,
+        "bundle_over_bare": bundle / bare,
+        "runs_pairs_per_second": runs,
         "epochs_timed": args.epochs - 1,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
