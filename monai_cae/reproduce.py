@@ -14,7 +14,8 @@ figures of the first seed.
 instead of plain ones; its rows are then named ``CAE, cluster-aware negatives`` and the default output folder is
 ``runs/reproduce/<dataset>-cluster_aware``, so the two variants can be run side by side and compared.
 
-``--cae-only`` leaves the baselines out, for comparing CAE variants (``--negatives``) in less time.
+``--local-branch`` adds the local pixel-level branch (the bundle's ``local_branch``; rows ``CAE, local branch``,
+folder suffix ``-local``). ``--cae-only`` leaves the baselines out, for comparing CAE variants in less time.
 
 Wall time on 2 CPU cores (measured): about 8 minutes per seed for PneumoniaMNIST and 11 for MNIST with the defaults.
 """
@@ -52,7 +53,7 @@ from monai_cae.evaluation import (
 from monai_cae.handlers import NEGATIVES
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
-__all__ = ["PAPER_TABLE", "cae_model_name", "reproduce"]
+__all__ = ["PAPER_TABLE", "cae_model_name", "cae_variant", "reproduce"]
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,9 +80,16 @@ DATA_FOLDERS = {"mnist": "mnist"}
 METRICS = ("accuracy", "precision_weighted", "recall_weighted")
 
 
-def cae_model_name(negatives: str = "all") -> str:
-    """The CAE's row name in the tables: ``CAE`` with plain negatives, ``CAE, cluster-aware negatives`` otherwise."""
-    return "CAE" if negatives == "all" else f"CAE, {negatives.replace('_', '-')} negatives"
+def cae_variant(negatives: str = "all", local_branch: bool = False) -> str:
+    """What sets a CAE apart from the default one: ``""``, ``"cluster-aware negatives"``, ``"local branch"`` or both."""
+    parts = ([] if negatives == "all" else [f"{negatives.replace('_', '-')} negatives"])
+    return ", ".join(parts + (["local branch"] if local_branch else []))
+
+
+def cae_model_name(negatives: str = "all", local_branch: bool = False) -> str:
+    """The CAE's row name in the tables: ``CAE``, or e.g. ``CAE, cluster-aware negatives`` for a variant."""
+    variant = cae_variant(negatives, local_branch)
+    return f"CAE, {variant}" if variant else "CAE"
 
 
 def _train_cae(dataset: str, data_root: str, seed: int, run_dir: str, overrides: dict) -> str:
@@ -114,14 +122,14 @@ def run_seed(dataset: str, data_root: str, seed: int, output_dir: str, args: arg
     run_dir = os.path.join(output_dir, f"seed_{seed}")
     overrides = {} if args.epochs is None else {"train#trainer#max_epochs": args.epochs,
                                                  "warmup_epochs": max(1, args.epochs // 2)}
-    overrides["negatives"] = args.negatives
+    overrides.update(negatives=args.negatives, local_branch=args.local_branch)
     ckpt = _train_cae(dataset, data_root, seed, run_dir, overrides)
     datasets = {split: make_dataset(dataset, split, data_root) for split in ("train", "val", "test")}
-    network = load_model(ContrastiveAutoEncoder(), ckpt, args.device)
+    network = load_model(ContrastiveAutoEncoder(local_branch=args.local_branch), ckpt, args.device)
     set_determinism(seed)
     cae = evaluate_model(network, datasets, os.path.join(run_dir, "cae"), args.device, seed=seed,
                          figures=seed == args.first_seed, progress=False)
-    name = cae_model_name(args.negatives)
+    name = cae_model_name(args.negatives, args.local_branch)
     rows = _rows_from(cae, name, ("stat", "knn", "linear"))
     rows[(name, "clusters (no labels)")] = {s: cae[s]["clustering"] for s in cae if not s.startswith("_")}
     if args.cae_only:
@@ -173,8 +181,8 @@ def aggregate(per_seed: list[dict]) -> dict[tuple[str, str], dict[str, dict[str,
     }
 
 
-def markdown(dataset: str, summary: dict, seeds: int, minutes: float, negatives: str = "all") -> str:
-    """The results table with the paper's accuracy beside ours; ``negatives`` names the CAE's variant in the title."""
+def markdown(dataset: str, summary: dict, seeds: int, minutes: float, variant: str = "") -> str:
+    """The results table with the paper's accuracy beside ours; ``variant`` (:func:`cae_variant`) goes in the title."""
     rows = []
     paper = PAPER_TABLE.get(dataset, {})
     for (model, approach), by_split in summary.items():
@@ -189,8 +197,7 @@ def markdown(dataset: str, summary: dict, seeds: int, minutes: float, negatives:
             rows.append((f"{model} (paper only)", approach, {s: {"paper accuracy": v} for s, v in reference.items()}))
     table = results_markdown(rows, ("accuracy", "paper accuracy", "precision_weighted", "recall_weighted"))
     clusters = [(m, a, b) for (m, a), b in summary.items() if a.startswith("clusters")]
-    variant = "" if negatives == "all" else f" ({negatives.replace('_', '-')} negatives)"
-    header = (f"### {dataset}{variant}: mean ± std over {seeds} seed(s), {minutes:.1f} min wall\n\n"
+    header = (f"### {dataset}{f' ({variant})' if variant else ''}: mean ± std over {seeds} seed(s), {minutes:.1f} min wall\n\n"
               "Precision and recall are weighted by class support; macro averages and AUCs are in results.json.\n\n")
     cluster_table = results_markdown(clusters, ("nmi", "ari", "hungarian_accuracy")) if clusters else ""
     return header + table + ("\nLabel-free cluster quality of the CAE strata:\n\n" + cluster_table if clusters else "")
@@ -200,7 +207,7 @@ def reproduce(args: argparse.Namespace) -> dict:
     """Run every seed and write ``results.json`` and ``results.md``; returns the summary."""
     data_root = args.data_root or os.path.join(REPO_ROOT, "..", "shared", "data", DATA_FOLDERS.get(args.dataset,
                                                                                                  "medmnist"))
-    suffix = "" if args.negatives == "all" else f"-{args.negatives}"
+    suffix = ("" if args.negatives == "all" else f"-{args.negatives}") + ("-local" if args.local_branch else "")
     output_dir = args.output_dir or os.path.join(REPO_ROOT, "runs", "reproduce", args.dataset + suffix)
     os.makedirs(output_dir, exist_ok=True)
     start = time.time()
@@ -211,10 +218,11 @@ def reproduce(args: argparse.Namespace) -> dict:
     minutes = (time.time() - start) / 60
     summary = aggregate(per_seed)
     with open(os.path.join(output_dir, "results.json"), "w") as f:
-        json.dump({"dataset": args.dataset, "negatives": args.negatives, "seeds": args.seeds, "minutes": minutes,
+        json.dump({"dataset": args.dataset, "negatives": args.negatives, "local_branch": args.local_branch,
+                   "seeds": args.seeds, "minutes": minutes,
                    "per_seed": [{" | ".join(k): v for k, v in rows.items()} for rows in per_seed],
                    "summary": {" | ".join(k): v for k, v in summary.items()}}, f, indent=2)
-    text = markdown(args.dataset, summary, args.seeds, minutes, args.negatives)
+    text = markdown(args.dataset, summary, args.seeds, minutes, cae_variant(args.negatives, args.local_branch))
     with open(os.path.join(output_dir, "results.md"), "w") as f:
         f.write(text)
     print(text)
@@ -231,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="CAE epochs (default: the bundle's)")
     parser.add_argument("--negatives", choices=NEGATIVES, default="all",
                         help="NT-Xent negatives of the CAE: all other images, or none from the anchor's pseudo-class")
+    parser.add_argument("--local-branch", action="store_true",
+                        help="train the CAE with the local pixel-level branch (the bundle's local_branch option)")
     parser.add_argument("--cae-only", action="store_true",
                         help="skip the PCA and ResNet-18 baselines (e.g. to compare CAE variants)")
     parser.add_argument("--resnet-epochs", type=int, default=5)

@@ -343,14 +343,16 @@ def test_bundle_rejects_an_unknown_negatives_value(tmp_path) -> None:
 
 
 def test_reproduction_tables_name_the_variant() -> None:
-    from monai_cae.reproduce import aggregate, cae_model_name, main, markdown
+    from monai_cae.reproduce import aggregate, cae_model_name, cae_variant, main, markdown
 
     name = cae_model_name("cluster_aware")
     assert cae_model_name("all") == "CAE" and name == "CAE, cluster-aware negatives"
     metrics = {"accuracy": 0.9, "precision_weighted": 0.9, "recall_weighted": 0.9}
     summary = aggregate([{(name, "knn"): {"test": metrics}}])
-    table = markdown("pneumoniamnist", summary, seeds=1, minutes=2.0, negatives="cluster_aware")
+    table = markdown("pneumoniamnist", summary, seeds=1, minutes=2.0, variant=cae_variant("cluster_aware"))
     assert table.startswith("### pneumoniamnist (cluster-aware negatives): mean ± std over 1 seed(s)")
+    assert cae_model_name("cluster_aware", True) == "CAE, cluster-aware negatives, local branch"
+    assert cae_model_name("all", True) == "CAE, local branch" and cae_variant() == ""
     assert "| CAE, cluster-aware negatives | knn | 0.900 ± 0.000 |" in table
     with pytest.raises(SystemExit):
         main(["--negatives", "hard"])
