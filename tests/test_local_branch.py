@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from monai_cae.engines import load_model
 from monai_cae.losses import LocalClusteringLoss, LocalDiscriminationLoss, LocalEmbeddingLoss, sample_neighbour_pairs
 from monai_cae.networks.blocks import PixelClustering, PixelEmbeddingHead
 from monai_cae.networks.nets import ContrastiveAutoEncoder
@@ -74,6 +75,18 @@ def test_without_the_option_the_model_and_old_checkpoints_are_unchanged(tmp_path
     ContrastiveAutoEncoder().load_state_dict(state)  # strict
     missing = local.load_state_dict(state, strict=False).missing_keys
     assert missing and all(key.startswith("local_branch.") for key in missing)
+
+
+@pytest.mark.parametrize("trained_with_branch", [True, False])
+def test_load_model_names_a_local_branch_mismatch(tmp_path, trained_with_branch: bool) -> None:
+    trained = ContrastiveAutoEncoder(local_branch=trained_with_branch)
+    trained.set_prototypes(torch.randn(3, trained.latent_size))
+    torch.save({"model": trained.state_dict()}, tmp_path / "model.pt")
+    loaded = load_model(ContrastiveAutoEncoder(local_branch=trained_with_branch), str(tmp_path / "model.pt"), "cpu")
+    for key, value in trained.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+    with pytest.raises(ValueError, match=f"--local_branch {trained_with_branch}"):
+        load_model(ContrastiveAutoEncoder(local_branch=not trained_with_branch), str(tmp_path / "model.pt"), "cpu")
 
 
 def reference_embedding_loss(embedding: np.ndarray, anchors: np.ndarray, positives: np.ndarray, tau: float) -> float:

@@ -63,14 +63,23 @@ def load_model(network: ContrastiveAutoEncoder, ckpt_path: str, device: torch.de
 
     Raises:
         FileNotFoundError: when the checkpoint is missing.
-        ValueError: when it holds no prototypes (training stopped before prototype discovery).
+        ValueError: when it holds no prototypes (training stopped before prototype discovery), or when the model was
+            trained with a local branch and ``network`` has none, or the other way round.
     """
     if not os.path.isfile(ckpt_path):
         raise FileNotFoundError(
             f"no trained model at {os.path.abspath(ckpt_path)}: run the training workflow first or pass --ckpt_path."
         )
     state = torch.load(ckpt_path, map_location=device, weights_only=True)
-    network.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    trained_with_branch = any(key.startswith("local_branch.") for key in state)
+    if trained_with_branch != (network.local_branch is not None):
+        # the strict load would only list unexpected or missing keys; name the option that differs instead
+        raise ValueError(
+            f"{ckpt_path} was trained {'with' if trained_with_branch else 'without'} the local pixel-level branch: "
+            f"pass --local_branch {trained_with_branch} (and the training's --local_clusters, --local_embedding_dim)."
+        )
+    network.load_state_dict(state)
     if network.num_prototypes == 0:
         raise ValueError(f"{ckpt_path} holds no prototypes: training ended before prototype discovery.")
     return network.to(device).eval()
