@@ -114,7 +114,6 @@ class ContrastiveAutoEncoder(nn.Module):
             self.local_branch = LocalDiscriminativeBranch(
                 spatial_dims,
                 in_channels,
-                self.encoder.img_size,
                 local_embedding_dim,
                 local_clusters,
                 local_hidden_channels,
@@ -211,7 +210,7 @@ class ContrastiveAutoEncoder(nn.Module):
         if self.local_branch is None:
             raise RuntimeError("this model has no local branch: build it with local_branch=True.")
         self.encoder.check_input(x)
-        return self.local_branch([x])
+        return self.local_branch(x)
 
     def cluster_map(self, x: torch.Tensor) -> torch.Tensor:
         """Hard pixel cluster map: ``(B, *img_size)`` int64 index of each pixel's most similar centre.
