@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from kneed import KneeLocator
 from sklearn.cluster import KMeans
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import pairwise_distances_argmin_min, silhouette_score
 from tqdm.auto import tqdm
 
 __all__ = ["ElbowResult", "elbow_kmeans", "l2_normalize"]
@@ -177,8 +177,9 @@ def elbow_kmeans(
         models[k] = model
         if fit_rows is data:
             labels, inertia = model.labels_, float(model.inertia_)
-        else:
-            labels, inertia = model.predict(data), -float(model.score(data))
+        else:  # nearest centres and their distances in one pass over every row
+            labels, distances = pairwise_distances_argmin_min(data, model.cluster_centers_)
+            inertia = float(np.square(distances, dtype=np.float64).sum())
         inertias.append(inertia)
         silhouettes.append(float(silhouette_score(data, labels, sample_size=sample, random_state=seed)))
     knee = KneeLocator(k_values, inertias, curve="convex", direction="decreasing").knee
