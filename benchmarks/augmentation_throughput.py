@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 
 import torch
 
 from monai_cae.transforms import BatchPositivePair, PositivePair
+
+from common import environment, save_json
 
 
 def timed(fn, repeats: int) -> float:
@@ -61,14 +61,10 @@ def main() -> None:
         "batch_size": args.batch_size,
         "img_size": args.img_size,
         "device": args.device,
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
+        **environment(),
     }
     print(json.dumps(result, indent=2))
-    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=2)
+    save_json(result, args.output)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -35,6 +34,8 @@ import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)  # monai_cae from this checkout, installed or not
+
+from common import environment, save_json  # noqa: E402  (beside this script)
 
 
 def _peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
@@ -150,14 +151,7 @@ def _report_stage(archive: str, args: argparse.Namespace, num_workers: int | Non
 
 
 def _machine(args: argparse.Namespace) -> dict:
-    return {"batch_size": args.batch_size, "img_size": args.img_size, "cpu_count": os.cpu_count(),
-            "machine": platform.processor() or platform.machine(), "python": platform.python_version()}
-
-
-def _write(result: dict, output: str) -> None:
-    os.makedirs(os.path.dirname(os.path.join(REPO_ROOT, output)), exist_ok=True)
-    with open(os.path.join(REPO_ROOT, output), "w") as f:
-        json.dump(result, f, indent=2)
+    return {"batch_size": args.batch_size, "img_size": args.img_size, **environment()}
 
 
 def memory_scaling(args: argparse.Namespace) -> dict:
@@ -253,9 +247,9 @@ def main() -> None:
         with open(args.paths) as f:
             print(json.dumps(stage_bare(f.read().splitlines(), args.img_size, args.processes)))
     elif args.rss_images:
-        _write(memory_scaling(args), args.output or "benchmarks/results/cohort_memory.json")
+        save_json(memory_scaling(args), os.path.join(REPO_ROOT, args.output or "benchmarks/results/cohort_memory.json"))
     else:
-        _write(throughput(args), args.output or "benchmarks/results/cohort_inference.json")
+        save_json(throughput(args), os.path.join(REPO_ROOT, args.output or "benchmarks/results/cohort_inference.json"))
 
 
 if __name__ == "__main__":

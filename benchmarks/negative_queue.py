@@ -6,8 +6,7 @@ phase 1 (``train.json``: same network, augmentation, optimizer and schedule) at 
 size, then reports the kNN (k = 5) accuracy of the latent ``h`` on the validation and test splits against a memory
 bank of the training split (Ferrante et al. 2022, evaluation (b)), through ``monai_cae.evaluation.knn_votes``.
 
-    python benchmarks/negative_queue.py --batch-size 32 --queue-sizes 0 4096 --epochs 20 --seeds 0 1 2 \\
-        --output benchmarks/results/negative_queue.json
+    python benchmarks/negative_queue.py --batch-size 32 --queue-sizes 0 512 --epochs 20 --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 
@@ -27,6 +25,8 @@ from monai.utils import set_determinism
 from monai_cae.data import make_dataset
 from monai_cae.engines import embed_dataset
 from monai_cae.evaluation import knn_votes
+
+from common import environment, save_json
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_CONFIG = os.path.join(REPO_ROOT, "bundles", "cae", "configs", "train.json")
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--train-subset", type=int, default=0, help="train on the first N images only (0: all)")
-    parser.add_argument("--output", default="", help="JSON file for the results")
+    parser.add_argument("--output", default="benchmarks/results/negative_queue.json", help="JSON file for the results")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -110,13 +110,9 @@ def main() -> None:
         "dataset": args.dataset,
         "train_subset": args.train_subset,
         "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
+        **environment(),
     }
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=2)
+    save_json(result, args.output)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 
 import torch
@@ -19,6 +17,8 @@ import torch
 from monai_cae.losses import CAELoss
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 from monai_cae.optimizers import LARS, lars_param_groups
+
+from common import environment, save_json
 
 
 def measure(batch_size: int, img_size: int, repeats: int, device: str) -> dict:
@@ -52,10 +52,7 @@ def measure(batch_size: int, img_size: int, repeats: int, device: str) -> dict:
         "batch_size": batch_size,
         "img_size": img_size,
         "device": device,
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
+        **environment(),
     }
 
 
@@ -69,9 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     result = measure(args.batch_size, args.img_size, args.repeats, args.device)
     print(json.dumps(result, indent=2))
-    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=2)
+    save_json(result, args.output)
 
 
 if __name__ == "__main__":

@@ -18,14 +18,11 @@ measures the inertia on every row, at every scale. Both print seconds and the ra
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import tempfile
 import time
 
 import numpy as np
-import torch
 from ignite.engine import Events
 from monai.bundle import ConfigParser
 from monai.data import DataLoader
@@ -35,6 +32,8 @@ from monai_cae.clustering import elbow_kmeans
 from monai_cae.data import make_dataset
 from monai_cae.engines import embed_dataset, load_model
 from monai_cae.networks.nets import ContrastiveAutoEncoder
+
+from common import environment, save_json
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_CONFIG = os.path.join(REPO_ROOT, "bundles", "cae", "configs", "train.json")
@@ -117,13 +116,9 @@ def main() -> None:
         _print_rows(f"elbow KMeans (k = 2..10), fit on {args.fit_sample} rows, inertia on all:", sampled, "seconds",
                     "rows")
     result = {
-        "training": training, "kmeans_full": full, "kmeans_subsample_fit": sampled,
-        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+        "training": training, "kmeans_full": full, "kmeans_subsample_fit": sampled, **environment(),
     }
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=2)
+    save_json(result, args.output)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -25,6 +24,8 @@ import torch
 from ignite.engine import Events
 from monai.bundle import ConfigParser
 from monai.utils import set_determinism
+
+from common import environment, save_json
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bundles", "cae", "configs",
                       "train.json")
@@ -101,14 +102,10 @@ def main() -> None:
         "bundle_over_bare": bundle / bare,
         "runs_pairs_per_second": runs,
         "epochs_timed": args.epochs - 1,
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
+        **environment(),
     }
     print(json.dumps(result, indent=2))
-    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=2)
+    save_json(result, args.output)
 
 
 if __name__ == "__main__":
