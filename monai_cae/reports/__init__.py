@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .figures import data_uri, decode_prototypes, image_png, latent_map_png, stratum_latent_norms
 from .html import render_report_html
-from .overlays import cluster_overlay_png, write_cluster_overlays
+from .overlays import cluster_overlay_png, cluster_overlays, write_cluster_overlays
 from .tables import (
     PATIENT_COLUMNS,
     OutlierThreshold,
@@ -26,6 +26,7 @@ __all__ = [
     "assign_cohort",
     "check_output_dir",
     "cluster_overlay_png",
+    "cluster_overlays",
     "data_uri",
     "decode_prototypes",
     "generate_report",

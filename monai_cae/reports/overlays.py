@@ -11,7 +11,7 @@ import torch
 
 from monai_cae.engines.strata import StrataAssignment, atomic_write
 
-__all__ = ["cluster_overlay_png", "write_cluster_overlays"]
+__all__ = ["cluster_overlay_png", "cluster_overlays", "write_cluster_overlays"]
 
 
 def cluster_overlay_png(
@@ -55,6 +55,35 @@ def cluster_overlay_png(
     return buffer.getvalue()
 
 
+def cluster_overlays(
+    assignment: StrataAssignment, dataset: Sequence[dict], max_images: int | None = None, scale: int = 4
+) -> dict[int, bytes]:
+    """:func:`cluster_overlay_png` of the assigned images, by dataset index.
+
+    Args:
+        assignment: output of :func:`~monai_cae.engines.assign_strata` with ``cluster_maps``.
+        dataset: the dataset that was assigned; ``dataset[index]["image"]`` is drawn (items with ``"ok": False``
+            are passed over).
+        max_images: the first this many images only; all when ``None``.
+        scale: integer upscaling of each picture.
+
+    Returns:
+        PNG bytes by dataset index, in assignment order.
+
+    Raises:
+        ValueError: when the assignment has no cluster maps (the model has no local branch), or the maps are not 2D.
+    """
+    maps = assignment.cluster_maps
+    if maps is None or maps.ndim != 3:
+        raise ValueError("the assignment holds no 2D pixel cluster maps: the model needs a local branch.")
+    overlays = {}
+    for row, index in enumerate(assignment.indices[:max_images]):
+        item = dataset[int(index)]
+        if item.get("ok", True):
+            overlays[int(index)] = cluster_overlay_png(item["image"], maps[row], scale=scale)
+    return overlays
+
+
 def write_cluster_overlays(
     assignment: StrataAssignment,
     dataset: Sequence[dict],
@@ -62,12 +91,11 @@ def write_cluster_overlays(
     max_images: int | None = None,
     scale: int = 4,
 ) -> list[str]:
-    """Write ``cluster_overlays/<index>.png`` (:func:`cluster_overlay_png`) for the assigned images.
+    """Write ``cluster_overlays/<index>.png`` (:func:`cluster_overlays`) for the assigned images.
 
     Args:
         assignment: output of :func:`~monai_cae.engines.assign_strata` with ``cluster_maps``.
-        dataset: the dataset that was assigned; ``dataset[index]["image"]`` is drawn (items with ``"ok": False``
-            are passed over).
+        dataset: the dataset that was assigned.
         output_dir: folder in which ``cluster_overlays/`` is created.
         max_images: the first this many images only; all when ``None``.
         scale: integer upscaling of each picture.
@@ -76,19 +104,11 @@ def write_cluster_overlays(
         The written paths.
 
     Raises:
-        ValueError: when the assignment has no cluster maps (the model has no local branch), or the maps are not 2D.
+        ValueError: when the assignment has no 2D cluster maps.
     """
-    maps = assignment.cluster_maps
-    if maps is None or maps.ndim != 3:
-        raise ValueError("the assignment holds no 2D pixel cluster maps: the model needs a local branch.")
-    folder = os.path.join(output_dir, "cluster_overlays")
     written = []
-    for row, index in enumerate(assignment.indices[:max_images]):
-        item = dataset[int(index)]
-        if not item.get("ok", True):
-            continue
-        png = cluster_overlay_png(item["image"], maps[row], scale=scale)
-        path = os.path.join(folder, f"{int(index)}.png")
+    for index, png in cluster_overlays(assignment, dataset, max_images, scale).items():
+        path = os.path.join(output_dir, "cluster_overlays", f"{index}.png")
         atomic_write(path, lambda f, b=png: f.write(b), mode="wb")
         written.append(path)
     return written

@@ -25,7 +25,7 @@ from monai_cae.networks.nets import ContrastiveAutoEncoder
 
 from .figures import data_uri, decode_prototypes, image_png, latent_map_png, stratum_latent_norms
 from .html import render_report_html
-from .overlays import cluster_overlay_png
+from .overlays import cluster_overlays
 from .tables import PATIENT_COLUMNS, image_columns, image_rows, outlier_threshold, patient_rows, reference_similarities
 
 __all__ = ["REPORT_FILES", "NoImagesError", "check_output_dir", "publish_folder", "write_report"]
@@ -240,12 +240,10 @@ def write_report(
     prototype_pngs = [image_png(img, scale=4) for img in decoded]
     latent_png = latent_map_png(assignment.embeddings, assignment.clusters, prototypes, outliers) if processed else None
     thumbs = _thumbnails(dataset, assignment, outliers, k, thumbnails_per_stratum) if thumbnails and processed else None
-    overlays: dict[int, bytes] = {}
-    if assignment.cluster_maps is not None and thumbnails:
-        for row, index in enumerate(assignment.indices[:max_overlays]):
-            item = dataset[int(index)]
-            if item["ok"]:
-                overlays[int(index)] = cluster_overlay_png(item["image"], assignment.cluster_maps[row])
+    overlays = (
+        cluster_overlays(assignment, dataset, max_overlays)
+        if assignment.cluster_maps is not None and thumbnails else {}
+    )
     html = render_report_html(
         report, [data_uri(p) for p in prototype_pngs], thumbs, data_uri(latent_png) if latent_png else None,
         [(f"image {index}", data_uri(png)) for index, png in overlays.items()],
