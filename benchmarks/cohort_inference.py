@@ -6,6 +6,8 @@
 
 Times, each in a fresh process so that the peak RSS (``resource.getrusage``) belongs to that stage alone:
 
+Every stage runs ``--repeats`` times, alternating, and the run of median throughput of each is reported.
+
 - ``report``: the whole ``monai_cae.reports.generate_report`` (header scan, decoding with LUTs, preprocessing, model,
   tables, figures, HTML, atomic publishing), images per second over the images it processed; once with the default
   decoding processes (one per CPU) and once decoding in the main process;
@@ -179,16 +181,25 @@ def throughput(args: argparse.Namespace) -> dict:
         if archive is None:
             generated = _generate(scratch, "cohort", args, None)
             archive = generated["archive"]
-        report = _report_stage(archive, args, None)
-        in_process = _report_stage(archive, args, 0)
-        in_process.pop("processed_paths")
+        runs: dict[str, list[dict]] = {"report": [], "in_process": [], "bare": [], "bare_parallel": []}
         paths_file = os.path.join(scratch, "paths.txt")
-        with open(paths_file, "w") as f:
-            f.write("\n".join(report.pop("processed_paths")))
-        bare = _run_stage(["--stage", "bare", "--paths", paths_file, "--img-size", str(args.img_size)])
-        workers = max(1, report["num_workers"])
-        bare_parallel = _run_stage(["--stage", "bare", "--paths", paths_file, "--img-size", str(args.img_size),
-                                    "--processes", str(workers)])
+        for _ in range(args.repeats):  # alternating, like training_throughput.py: one run swings by about 10 %
+            report = _report_stage(archive, args, None)
+            with open(paths_file, "w") as f:
+                f.write("\n".join(report.pop("processed_paths")))
+            in_process = _report_stage(archive, args, 0)
+            in_process.pop("processed_paths")
+            bare_command = ["--stage", "bare", "--paths", paths_file, "--img-size", str(args.img_size)]
+            runs["report"].append(report)
+            runs["in_process"].append(in_process)
+            runs["bare"].append(_run_stage(bare_command))
+            runs["bare_parallel"].append(
+                _run_stage(bare_command + ["--processes", str(max(1, report["num_workers"]))])
+            )
+        # the run of median throughput of each kind
+        report, in_process, bare, bare_parallel = (
+            sorted(stage, key=lambda run: run["images_per_second"])[(len(stage) - 1) // 2] for stage in runs.values()
+        )
         archive_mib = _archive_mib(archive)
 
     result = {
@@ -196,6 +207,8 @@ def throughput(args: argparse.Namespace) -> dict:
         "ratio_report_to_bare": report["images_per_second"] / bare["images_per_second"],
         "ratio_in_process_report_to_bare": in_process["images_per_second"] / bare["images_per_second"],
         "ratio_report_to_parallel_bare": report["images_per_second"] / bare_parallel["images_per_second"],
+        "images_per_second_per_run": {kind: [run["images_per_second"] for run in stage] for kind, stage in runs.items()},
+        "repeats": args.repeats,
         "archive": {"generated": generated is not None, "image_side": args.size if generated else None,
                     "files": report["files"], "mib_on_disk": archive_mib,
                     "transfer_syntaxes": generated["syntaxes"] if generated else None},
@@ -213,7 +226,8 @@ def throughput(args: argparse.Namespace) -> dict:
         f"{bare['images_per_second']:.1f} images/s, peak RSS {bare['peak_rss_mib']:.0f} MiB{unread}\n"
         f"bare pydicom decode + resize, {bare_parallel['processes']} processes: "
         f"{bare_parallel['images_per_second']:.1f} images/s\n"
-        f"ratio report / bare (1 process): {result['ratio_report_to_bare']:.2f}; in-process report / bare: "
+        f"medians of {args.repeats} alternating runs; ratio report / bare (1 process): "
+        f"{result['ratio_report_to_bare']:.2f}; in-process report / bare: "
         f"{result['ratio_in_process_report_to_bare']:.2f}; report / bare ({bare_parallel['processes']} processes): "
         f"{result['ratio_report_to_parallel_bare']:.2f}; archive {archive_mib:.0f} MiB on disk"
     )
@@ -228,6 +242,7 @@ def main() -> None:
     parser.add_argument("--model", default="bundles/cae/models/model.pt")
     parser.add_argument("--img-size", type=int, default=28)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each stage; medians compared")
     parser.add_argument("--rss-images", type=int, nargs="+", default=None,
                         help="archive sizes for the memory measurement, e.g. 1000 10000 50000")
     parser.add_argument("--output", default=None, help="JSON path (default benchmarks/results/cohort_inference.json "
