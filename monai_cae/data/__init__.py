@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from .array_dataset import ArrayImageDataset
-from .image_folder import IMAGE_EXTENSIONS, ImageFolderDataset, list_image_files, preprocessing_transform
-from .factory import make_dataset
+from .image_folder import IMAGE_EXTENSIONS, ImageFolderDataset, preprocessing_transform
+from .archive import ARCHIVE_SPLITS, ArchiveDataset, patient_key, split_patients
+from .factory import has_labels, make_dataset
 from .medmnist import MedMNISTDataset, load_medmnist
 from .mnist import MNISTDataset, read_idx
 from .privacy import pseudonymize
@@ -23,15 +24,21 @@ from .cohort import (
     CohortDataLoader,
     CohortDataset,
     LoadRadiographd,
+    PREPROCESSING,
     cohort_collate,
     cohort_transform,
     default_num_workers,
+    file_format,
 )
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageFolderDataset",
-    "list_image_files",
+    "ARCHIVE_SPLITS",
+    "ArchiveDataset",
+    "patient_key",
+    "split_patients",
+    "has_labels",
     "preprocessing_transform",
     "ArrayImageDataset", "MNISTDataset", "MedMNISTDataset", "load_medmnist", "make_dataset", "read_idx",
     "pseudonymize",
@@ -54,6 +61,8 @@ __all__ = [
     "CohortDataLoader",
     "CohortDataset",
     "LoadRadiographd",
+    "PREPROCESSING",
+    "file_format",
     "cohort_collate",
     "cohort_transform",
     "default_num_workers",

@@ -12,17 +12,56 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import DataLoader, Dataset, PersistentDataset
-from monai.transforms import Compose, LoadImage, MapTransform
+from monai.transforms import (
+    Compose,
+    EnsureTyped,
+    Lambdad,
+    LoadImage,
+    MapTransform,
+    ResizeWithPadOrCropd,
+    Resized,
+    ScaleIntensityRangePercentilesd,
+)
 from monai.utils import ensure_tuple_rep
 from torch.utils.data import default_collate
 
-from .dicom import DicomRadiographReader, UnusableImageError
-from .image_folder import preprocessing_transform
-from .manifest import SELECTED, ManifestEntry
+from .dicom import DicomRadiographReader, UnusableImageError, is_dicom_file
+from .manifest import NIFTI_EXTENSIONS, SELECTED, ManifestEntry
 
 __all__ = [
-    "CohortDataLoader", "CohortDataset", "LoadRadiographd", "cohort_collate", "cohort_transform", "default_num_workers",
+    "CohortDataLoader",
+    "CohortDataset",
+    "LoadRadiographd",
+    "PREPROCESSING",
+    "cohort_collate",
+    "cohort_transform",
+    "default_num_workers",
+    "file_format",
 ]
+
+PREPROCESSING = {
+    "grey": "mean of the colour channels, alpha dropped",
+    "resize": "longest side to img_size (area interpolation), aspect kept, zero padding",
+    "intensity": "0.5th-99.5th percentile of each image to [0, 1], clipped",
+}
+"""The model-input steps of :func:`cohort_transform`, recorded with a trained model (``model.json``)."""
+
+
+def file_format(path: str) -> str:
+    """The loader a file needs: ``"dicom"`` by content (whatever its name), ``"nifti"`` by extension, else ``"image"``.
+
+    Args:
+        path: the file.
+
+    Returns:
+        ``"dicom"``, ``"nifti"`` or ``"image"``.
+
+    Raises:
+        OSError: when the file cannot be read.
+    """
+    if path.lower().endswith(NIFTI_EXTENSIONS):
+        return "nifti"
+    return "dicom" if is_dicom_file(path) else "image"
 
 
 @contextlib.contextmanager
@@ -50,7 +89,8 @@ class LoadRadiographd(MapTransform):
 
     Args:
         keys: key of the file path.
-        format_key: key of the format (``"dicom"``, ``"nifti"`` or ``"image"``), as in the manifest.
+        format_key: key of the format (``"dicom"``, ``"nifti"`` or ``"image"``), as in the manifest; detected with
+            :func:`file_format` when the item has none.
         apply_voi: apply DICOM VOI LUTs / windows.
 
     Raises:
@@ -95,27 +135,43 @@ class LoadRadiographd(MapTransform):
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[key] = self._load(os.fspath(d[key]), str(d.get(self.format_key, "")))
+            path = os.fspath(d[key])
+            d[key] = self._load(path, str(d.get(self.format_key) or file_format(path)))
         return d
 
 
-def cohort_transform(img_size: Sequence[int] | int = 28, apply_voi: bool = True) -> Compose:
-    """The model-input pipeline of :func:`~monai_cae.data.preprocessing_transform` with a loader for every format.
+def _to_grey(image: torch.Tensor) -> torch.Tensor:
+    # RGB(A) photographs of films and screenshots: average the colour channels, drop alpha
+    return image[:3].mean(0, keepdim=True) if image.shape[0] in (3, 4) else image[:1]
 
-    Only the loading step differs, so an archive and an image folder of the same pictures give the same inputs:
-    grey, aspect-preserving resize of the longest side to ``img_size``, zero padding, 0.5th-99.5th percentile
-    scaling to [0, 1].
+
+def cohort_transform(img_size: Sequence[int] | int = 28, apply_voi: bool = True, keys: str = "image") -> Compose:
+    """Load a 2D radiograph of any supported format and bring it to the model's input (:data:`PREPROCESSING`).
+
+    Grey, channel-first, the longest side resized to ``img_size`` and the other padded with zeros, intensities mapped
+    from the 0.5th-99.5th percentiles to [0, 1] and clipped (robust to burnt-in text and outlier pixels). Training
+    from an archive, the report, bundle inference and the MONAI Label app all load images through this one
+    pipeline, so an image is seen identically everywhere.
 
     Args:
         img_size: model input size.
         apply_voi: apply DICOM VOI LUTs / windows.
+        keys: key holding the file path (and ``"format"`` beside it, detected when absent).
 
     Returns:
-        A MONAI ``Compose`` over ``{"image": path, "format": ...}`` dictionaries.
+        A MONAI ``Compose`` over ``{keys: path, "format": ...}`` dictionaries.
     """
-    with _quiet_monai_readers():
-        shared = preprocessing_transform(img_size, keys="image").transforms[1:]  # everything after LoadImaged
-    return Compose([LoadRadiographd("image", apply_voi=apply_voi), *shared])
+    size = ensure_tuple_rep(img_size, 2)
+    return Compose(
+        [
+            LoadRadiographd(keys, apply_voi=apply_voi),
+            Lambdad(keys, _to_grey),
+            Resized(keys, spatial_size=max(size), size_mode="longest", mode="area"),
+            ResizeWithPadOrCropd(keys, spatial_size=size),
+            ScaleIntensityRangePercentilesd(keys, lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True),
+            EnsureTyped(keys, dtype=torch.float32, track_meta=False),
+        ]
+    )
 
 
 def _explain(error: BaseException) -> tuple[str, str]:
