@@ -72,8 +72,8 @@ class CAETrainer(SupervisedTrainer):
         local_weight: weight of the local loss.
 
     Raises:
-        ValueError: for ``warmup_epochs`` outside ``[0, max_epochs]``, or a :class:`CAEStep` ``step_module`` over
-            another network.
+        ValueError: for ``warmup_epochs`` outside ``[0, max_epochs]``, a loader that yields no batch, or a
+            :class:`CAEStep` ``step_module`` over another network.
     """
 
     def __init__(
@@ -99,6 +99,13 @@ class CAETrainer(SupervisedTrainer):
     ) -> None:
         if not 0 <= warmup_epochs <= max_epochs:
             raise ValueError(f"warmup_epochs must be in [0, max_epochs={max_epochs}], got {warmup_epochs}.")
+        if epoch_length is None and hasattr(train_data_loader, "__len__") and len(train_data_loader) == 0:
+            # a drop_last loader over fewer images than one batch: Ignite would stop with an unclear message
+            dataset = getattr(train_data_loader, "dataset", None)
+            raise ValueError(
+                f"the training loader yields no batch: {len(dataset) if dataset is not None else 'too few'} images "
+                f"for batch_size {getattr(train_data_loader, 'batch_size', '?')} with drop_last; lower --batch_size."
+            )
         super().__init__(
             device=device,
             max_epochs=max_epochs,

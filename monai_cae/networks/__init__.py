@@ -8,6 +8,7 @@ from .nets import (
     ContrastiveAutoEncoder,
     LocalDiscriminativeBranch,
     ProjectionHead,
+    encoder_channels,
     encoder_feature_shapes,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "PixelEmbeddingHead",
     "ProjectionHead",
     "PrototypeAssignment",
+    "encoder_channels",
     "encoder_feature_shapes",
 ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 from .conditional_decoder import ConditionalDecoder
 from .contrastive_autoencoder import ContrastiveAutoEncoder
 from .decoder import CAEDecoder
-from .encoder import CAEEncoder, encoder_feature_shapes
+from .encoder import CAEEncoder, encoder_channels, encoder_feature_shapes
 from .local_branch import LocalDiscriminativeBranch
 from .projector import ProjectionHead
 
@@ -14,5 +14,6 @@ __all__ = [
     "ContrastiveAutoEncoder",
     "LocalDiscriminativeBranch",
     "ProjectionHead",
+    "encoder_channels",
     "encoder_feature_shapes",
 ]

@@ -82,6 +82,17 @@ class ContrastiveAutoEncoder(nn.Module):
         local_hidden_channels: int = 32,
     ) -> None:
         super().__init__()
+        # the architecture as built, for the model card that travels with a trained model (model.json)
+        self.init_args: dict[str, Any] = dict(
+            spatial_dims=spatial_dims, in_channels=in_channels,
+            img_size=list(img_size) if isinstance(img_size, Sequence) else img_size, channels=list(channels),
+            latent_size=latent_size, projection_hidden_size=projection_hidden_size, projection_size=projection_size,
+            projection_layers=projection_layers, kernel_size=kernel_size, strides=strides, pool_size=pool_size,
+            act=act, norm=norm, out_act=out_act, condition_size=condition_size,
+            assignment_temperature=assignment_temperature, local_branch=local_branch,
+            local_embedding_dim=local_embedding_dim, local_clusters=local_clusters,
+            local_hidden_channels=local_hidden_channels,
+        )
         shared: dict[str, Any] = dict(
             spatial_dims=spatial_dims,
             img_size=img_size,

@@ -10,7 +10,10 @@ from monai.networks.layers.factories import Pool
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
-__all__ = ["CAEEncoder", "check_layout", "encoder_feature_shapes"]
+__all__ = ["CAEEncoder", "check_layout", "encoder_channels", "encoder_feature_shapes"]
+
+PUBLISHED_CHANNELS = (32, 64, 128)
+"""The channels of the published network's three strided convolutions (Ferrante et al. 2022, Sec. 2)."""
 
 
 def check_layout(spatial_dims: int, channels: Sequence[int], image_channels: int, latent_size: int) -> None:
@@ -71,6 +74,41 @@ def encoder_feature_shapes(
             f"size-{pool_size} pooling: the feature map would shrink to {shapes[-1]} then {pooled}."
         )
     return shapes, pooled
+
+
+def encoder_channels(
+    img_size: Sequence[int] | int, max_grid: int = 4, max_channels: int = 256
+) -> list[int]:
+    """Channels of the strided convolutions for an input size: enough stages that the last grid stays small.
+
+    The published network has three stride-2 stages (28 -> 14 -> 7 -> 3, then pooling), which leaves a 32 x 32
+    grid of 128 features at 256 px and a linear layer of 16 M weights. Here a stage is added, doubling the channels
+    up to ``max_channels``, until the last convolution's grid is at most ``max_grid`` on its longest side: 28 px keeps
+    exactly the published ``[32, 64, 128]``; 64 px gets 4 stages, 128 px 5 and 256 px 6 (``[32, 64, 128, 256, 256,
+    256]``), each ending on a 4 x 4 grid.
+
+    Args:
+        img_size: input spatial size, one int or one per dimension.
+        max_grid: largest side of the last convolution's output.
+        max_channels: cap on the channels of a stage.
+
+    Returns:
+        The channels of each stage, at least the published three.
+
+    Raises:
+        ValueError: for a non-positive ``img_size``, ``max_grid`` or ``max_channels``.
+    """
+    longest = img_size if isinstance(img_size, int) else max(img_size)
+    if int(longest) < 1 or max_grid < 1 or max_channels < 1:
+        raise ValueError(f"img_size, max_grid and max_channels must be positive, got {img_size}, {max_grid}, {max_channels}.")
+    channels = list(PUBLISHED_CHANNELS)
+    grid = int(longest)
+    for _ in channels:
+        grid = (grid - 2) // 2 + 1  # kernel 4, stride 2, padding 1
+    while grid > max_grid:
+        channels.append(min(channels[-1] * 2, max_channels))
+        grid = (grid - 2) // 2 + 1
+    return channels
 
 
 class CAEEncoder(nn.Module):
