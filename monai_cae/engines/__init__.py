@@ -3,6 +3,15 @@ from __future__ import annotations
 from .distributed_inference import ShardedStrata, assign_strata_sharded, model_digest, shard_range
 from .embedding import embed_dataset
 from .knn_evaluator import KNNProbeEvaluator
+from .label_free_evaluator import LabelFreeEvaluator
+from .model_card import (
+    MODEL_CARD_NAME,
+    REFERENCE_PERCENTILES,
+    load_trained_model,
+    model_card_path,
+    read_model_card,
+    write_model_card,
+)
 from .rng_state import RNGState
 from .sampling import ClusterGaussianSampler, generate_stratum_images
 from .step import CAEStep
@@ -14,6 +23,9 @@ __all__ = [
     "CAETrainer",
     "ClusterGaussianSampler",
     "KNNProbeEvaluator",
+    "LabelFreeEvaluator",
+    "MODEL_CARD_NAME",
+    "REFERENCE_PERCENTILES",
     "RNGState",
     "ShardedStrata",
     "StrataAssignment",
@@ -23,6 +35,10 @@ __all__ = [
     "embed_dataset",
     "generate_stratum_images",
     "load_model",
+    "load_trained_model",
+    "model_card_path",
+    "read_model_card",
+    "write_model_card",
     "model_digest",
     "shard_range",
     "write_assignments",
