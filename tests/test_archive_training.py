@@ -15,11 +15,11 @@ import pydicom
 import pytest
 import torch
 from PIL import Image
-from sklearn.metrics import normalized_mutual_info_score
 
 from monai_cae.apps.stratify import main as stratify_main
 from monai_cae.data import ArchiveDataset, ImageFolderDataset, ManifestEntry, make_dataset, patient_key, split_patients
 from monai_cae.engines import load_trained_model, read_model_card
+from monai_cae.evaluation import permutation_nmi
 from monai_cae.networks.nets import ContrastiveAutoEncoder, encoder_channels
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -200,14 +200,6 @@ def test_a_model_without_card_at_another_size_is_named(tmp_path) -> None:
     assert load_trained_model(str(tmp_path / "model.pt"), img_size=64).num_prototypes == 3
 
 
-def strata_against(labels: list[str], strata: np.ndarray, shuffles: int = 200, seed: int = 0) -> tuple[float, float]:
-    """NMI of the strata against labels, and the share of shufflings of the strata that reach it."""
-    observed = normalized_mutual_info_score(labels, strata)
-    rng = np.random.default_rng(seed)
-    reached = sum(normalized_mutual_info_score(labels, rng.permutation(strata)) >= observed for _ in range(shuffles))
-    return observed, (reached + 1) / (shuffles + 1)
-
-
 def test_one_command_from_archive_to_report_on_the_real_cohort(real_archive: str, shared_data: str, tmp_path) -> None:
     out = tmp_path / "out"
     code = stratify_main([real_archive, str(out), "--img-size", "128", "--epochs", "8", "--quiet", "--num-workers", "0"])
@@ -222,5 +214,17 @@ def test_one_command_from_archive_to_report_on_the_real_cohort(real_archive: str
             content = open(path, "rb").read()
             assert PLACEHOLDER_NAME.encode() not in content and PLACEHOLDER_BIRTH_DATE.encode() not in content, path
     strata = np.array([int(r["stratum"]) for r in rows])
-    nmi, p_value = strata_against([truth[r["image_id"]]["view"] for r in rows], strata)
-    assert p_value < 0.05, f"strata look like chance on the view: NMI {nmi:.3f}, p {p_value:.3f}"
+    against_view = permutation_nmi([truth[r["image_id"]]["view"] for r in rows], strata)
+    assert against_view["p_value"] < 0.05, f"strata look like chance on the view: {against_view}"
+
+
+@pytest.mark.parametrize("permutations", [50, 200])
+def test_permutation_nmi_separates_structure_from_chance(permutations: int) -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 120)
+    linked = permutation_nmi(labels, (labels + (rng.random(120) < 0.2)) % 3, permutations)
+    unrelated = permutation_nmi(labels, rng.integers(0, 3, 120), permutations)
+    assert linked["p_value"] == pytest.approx(1 / (permutations + 1)) and linked["nmi"] > linked["chance_p95"]
+    assert unrelated["p_value"] > 0.05 and unrelated["chance_mean"] > 0  # small samples have NMI > 0 by chance
+    with pytest.raises(ValueError, match="labels but"):
+        permutation_nmi(labels, labels[:-1])

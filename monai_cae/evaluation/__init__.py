@@ -11,7 +11,7 @@ from .baselines import (
 from .cluster_mapping import ClusterLabelMapping
 from .knn import knn_votes
 from .linear_probe import LinearProbe
-from .metrics import classification_metrics, clustering_metrics, hungarian_accuracy
+from .metrics import classification_metrics, clustering_metrics, hungarian_accuracy, permutation_nmi
 from .protocol import evaluate_representation, labelled_subset, results_markdown, write_results
 from .workflow import embed_splits, evaluate_model
 
@@ -22,6 +22,7 @@ __all__ = [
     "clustering_metrics",
     "evaluate_representation",
     "hungarian_accuracy",
+    "permutation_nmi",
     "knn_votes",
     "labelled_subset",
     "results_markdown",

@@ -14,7 +14,7 @@ from sklearn.metrics import (
     silhouette_score,
 )
 
-__all__ = ["classification_metrics", "clustering_metrics", "hungarian_accuracy"]
+__all__ = ["classification_metrics", "clustering_metrics", "hungarian_accuracy", "permutation_nmi"]
 
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray, scores: np.ndarray | None = None) -> dict:
@@ -98,3 +98,36 @@ def clustering_metrics(
             silhouette_score(features, clusters, metric="cosine", sample_size=sample, random_state=seed)
         )
     return result
+
+
+def permutation_nmi(
+    labels: np.ndarray, clusters: np.ndarray, permutations: int = 200, seed: int = 0
+) -> dict[str, float]:
+    """NMI of clusters against labels, compared with the NMI of the same clusters shuffled among the images.
+
+    Small cohorts give a positive NMI by chance alone, more so with more clusters; shuffling the cluster labels keeps
+    their sizes and breaks any link to the labels, so the share of shufflings that reach the observed NMI is a
+    permutation p-value (with the usual +1 correction, never 0).
+
+    Args:
+        labels: ``(N,)`` labels of any type (for example view positions).
+        clusters: ``(N,)`` cluster of each image.
+        permutations: number of shufflings.
+        seed: seed of the shufflings.
+
+    Returns:
+        ``nmi``, ``chance_mean`` and ``chance_p95`` (mean and 95th percentile over the shufflings) and ``p_value``.
+
+    Raises:
+        ValueError: when the arrays differ in length or ``permutations < 1``.
+    """
+    labels, clusters = np.asarray(labels).reshape(-1), np.asarray(clusters).reshape(-1)
+    if len(labels) != len(clusters):
+        raise ValueError(f"{len(labels)} labels but {len(clusters)} clusters.")
+    if permutations < 1:
+        raise ValueError(f"permutations must be at least 1, got {permutations}.")
+    observed = float(normalized_mutual_info_score(labels, clusters))
+    rng = np.random.default_rng(seed)
+    chance = np.array([normalized_mutual_info_score(labels, rng.permutation(clusters)) for _ in range(permutations)])
+    return {"nmi": observed, "chance_mean": float(chance.mean()), "chance_p95": float(np.percentile(chance, 95)),
+            "p_value": float((1 + (chance >= observed).sum()) / (1 + permutations))}
