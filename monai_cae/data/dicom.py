@@ -19,11 +19,13 @@ from monai.data import ImageReader
 from monai.utils import ensure_tuple
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, apply_windowing
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 __all__ = [
+    "AGE_BANDS",
     "HEADER_FIELDS",
     "RADIOGRAPH_MODALITIES",
     "SKIP_REASONS",
@@ -48,8 +50,20 @@ HEADER_FIELDS = (
     "Modality",
     "ViewPosition",
     "BodyPartExamined",
+    "Manufacturer",
+    "StationName",
+    "PatientSex",
+    "PatientAge",
+    "PixelSpacing",
 )
-"""The only header fields copied out of a file: no name, birth date, address or other identifying field."""
+"""The only header fields copied out of a file: no name, birth date, address or other identifying field.
+
+``PatientAge`` is kept only as an age band (:data:`AGE_BANDS`), never as the age itself, and ``PixelSpacing`` falls
+back on ``ImagerPixelSpacing`` (projection radiographs often carry only the detector's spacing).
+"""
+
+AGE_BANDS = ((0, 17), (18, 39), (40, 59), (60, 79), (80, None))
+"""Age bands in years, ``(first, last)`` with ``None`` for no upper end; written as ``"0-17"`` ... ``"80+"``."""
 
 SKIP_REASONS = {
     "unreadable": "the file could not be opened or read (permissions, broken link, not a regular file)",
@@ -187,8 +201,36 @@ def _check_complete(ds: Dataset) -> None:
         )
 
 
+def _age_band(ds: Dataset) -> str:
+    # DICOM ages are nnnD, nnnW, nnnM or nnnY; some writers omit the unit (years)
+    value = str(ds.get("PatientAge", "") or "").strip().upper()
+    unit = value[-1] if value[-1:] in ("D", "W", "M", "Y") else "Y"
+    number = value[:-1] if value[-1:] == unit else value
+    if not number.isdigit():
+        return ""
+    years = int(number) // {"D": 365, "W": 52, "M": 12, "Y": 1}[unit]
+    first, last = next(band for band in AGE_BANDS if band[1] is None or years <= band[1])
+    return f"{first}+" if last is None else f"{first}-{last}"
+
+
+def _spacing(ds: Dataset) -> str:
+    for name in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(name)
+        if value:
+            return "\\".join(f"{float(v):g}" for v in (value if isinstance(value, MultiValue) else [value]))
+    return ""
+
+
+# read through a conversion, not copied as they are
+_DERIVED_FIELDS = {"PatientAge": _age_band, "PixelSpacing": _spacing}
+
+
 def header_fields(ds: Dataset) -> dict[str, str]:
     """The :data:`HEADER_FIELDS` of a dataset as stripped strings (empty when absent).
+
+    ``PatientAge`` becomes its band (``"60-79"``), ``PixelSpacing`` the row and column spacing in mm joined by a
+    backslash as in DICOM (``"0.168\\0.168"``), from ``ImagerPixelSpacing`` where ``PixelSpacing`` is missing. A
+    malformed age or spacing, which only describes the image, is left empty rather than failing the file.
 
     Args:
         ds: a dataset.
@@ -196,7 +238,13 @@ def header_fields(ds: Dataset) -> dict[str, str]:
     Returns:
         ``{field: value}``.
     """
-    return {name: str(ds.get(name, "") or "").strip() for name in HEADER_FIELDS}
+    fields = {name: str(ds.get(name, "") or "").strip() for name in HEADER_FIELDS if name not in _DERIVED_FIELDS}
+    for name, derive in _DERIVED_FIELDS.items():
+        try:
+            fields[name] = derive(ds)
+        except Exception:  # pydicom raises several types for a damaged value
+            fields[name] = ""
+    return fields
 
 
 def _transfer_syntax(ds: Dataset) -> UID:

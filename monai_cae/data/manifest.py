@@ -27,6 +27,7 @@ __all__ = [
     "NIFTI_EXTENSIONS",
     "PIL_EXTENSIONS",
     "ITK_EXTENSIONS",
+    "CHEST_BODY_PARTS",
     "ManifestEntry",
     "probe_file",
     "read_manifest",
@@ -39,6 +40,9 @@ PIL_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ITK_EXTENSIONS = (".mha", ".mhd", ".nrrd", ".nhdr")
 
 SELECTED, SKIPPED, PROCESSED = "selected", "skipped", "processed"
+
+CHEST_BODY_PARTS = ("CHEST",)
+"""The default body-part selection: a chest stratum must not hold a leg radiograph (an empty tag still passes)."""
 
 
 @dataclass
@@ -53,8 +57,12 @@ class ManifestEntry:
         reason: skip reason code (a key of :data:`monai_cae.data.dicom.SKIP_REASONS`), empty otherwise.
         detail: the specific explanation of a skip.
         PatientID, StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, StudyDate, Modality, ViewPosition,
-        BodyPartExamined: header fields (pseudonymised identifiers when a key is given). For files without a DICOM
-            header, PatientID is the first folder below the root and StudyInstanceUID the second.
+        BodyPartExamined, Manufacturer, StationName, PatientSex: header fields (pseudonymised identifiers when a key
+            is given). For files without a DICOM header, PatientID is the first folder below the root and
+            StudyInstanceUID the second.
+        PatientAge: the patient's age band (``"60-79"``, see :data:`monai_cae.data.dicom.AGE_BANDS`), never the age.
+        PixelSpacing: row and column spacing in mm, ``"0.168\\0.168"``; ``ImagerPixelSpacing`` where the file has no
+            ``PixelSpacing``.
         TransferSyntaxUID: DICOM transfer syntax, empty for other formats.
         rows, columns: image size from the header (0 when unknown).
     """
@@ -73,6 +81,11 @@ class ManifestEntry:
     Modality: str = ""
     ViewPosition: str = ""
     BodyPartExamined: str = ""
+    Manufacturer: str = ""
+    StationName: str = ""
+    PatientSex: str = ""
+    PatientAge: str = ""
+    PixelSpacing: str = ""
     TransferSyntaxUID: str = ""
     rows: int = 0
     columns: int = 0
@@ -203,7 +216,7 @@ def probe_file(
     root: str | None = None,
     modalities: Sequence[str] | None = RADIOGRAPH_MODALITIES,
     views: Sequence[str] | None = None,
-    body_parts: Sequence[str] | None = None,
+    body_parts: Sequence[str] | None = CHEST_BODY_PARTS,
 ) -> ManifestEntry:
     """Describe one file as :func:`scan_archive` does, for callers that get images one at a time (a server).
 
@@ -243,7 +256,7 @@ def scan_archive(
     root: str,
     modalities: Sequence[str] | None = RADIOGRAPH_MODALITIES,
     views: Sequence[str] | None = None,
-    body_parts: Sequence[str] | None = None,
+    body_parts: Sequence[str] | None = CHEST_BODY_PARTS,
     pseudonymize_key: str | None = None,
     progress: bool = True,
 ) -> list[ManifestEntry]:
@@ -252,15 +265,15 @@ def scan_archive(
     Files are recognised by content (DICOM with or without ``.dcm``, with or without preamble) or by extension
     (NIfTI, PNG/JPEG/BMP/TIFF, MHA/MHD/NRRD). DICOM files are selected when they hold one 2D frame that can be
     decoded, their Modality is one of ``modalities`` and, when given, their ViewPosition / BodyPartExamined are
-    among ``views`` / ``body_parts`` (an empty tag passes). The modality and view filters do not apply to
-    non-DICOM images, which carry no such tags. A SOPInstanceUID seen before (in sorted path order) is a duplicate.
+    among ``views`` / ``body_parts`` (an empty tag passes; the default selects chest radiographs). The modality and
+    view filters do not apply to non-DICOM images, which carry no such tags. A SOPInstanceUID seen before (in sorted path order) is a duplicate.
     Every other file is kept in the manifest as skipped, with a reason code and a specific explanation.
 
     Args:
         root: archive folder.
         modalities: accepted DICOM modalities; ``None`` accepts any.
         views: accepted view positions (e.g. ``["PA", "AP"]``); ``None`` accepts any.
-        body_parts: accepted body parts (e.g. ``["CHEST"]``); ``None`` accepts any.
+        body_parts: accepted body parts, :data:`CHEST_BODY_PARTS` by default; ``None`` accepts any.
         pseudonymize_key: when given, PatientID and the UIDs are replaced by keyed hashes
             (:func:`monai_cae.data.pseudonymize`) and the image id is derived from the SOPInstanceUID (or the
             relative path); :func:`write_manifest` can then leave the paths out, so that no identifier of the
