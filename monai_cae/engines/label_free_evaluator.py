@@ -267,7 +267,9 @@ class LabelFreeEvaluator(Evaluator):
         # a model built with num_prototypes > 0 for export holds a zero matrix until real prototypes are installed
         return self.network.num_prototypes > 0 and bool(self.network.prototypes.any())
 
-    def _iteration(self, engine: LabelFreeEvaluator, batchdata: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
+    def _iteration(  # type: ignore[override]
+        self, engine: LabelFreeEvaluator, batchdata: dict[str, Any]
+    ) -> dict[str, Any]:
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         images = torch.as_tensor(batchdata[self.image_key]).to(engine.state.device, non_blocking=engine.non_blocking)
@@ -344,7 +346,8 @@ class LabelFreeEvaluator(Evaluator):
         super().load_state_dict(state)
         if previous is None:
             return
-        index, strata = torch.as_tensor(previous["index"]).long().cpu(), torch.as_tensor(previous["strata"]).long().cpu()
+        index = torch.as_tensor(previous["index"]).long().cpu()
+        strata = torch.as_tensor(previous["strata"]).long().cpu()
         if index.shape != strata.shape:
             raise ValueError(f"previous strata: {len(index)} indices for {len(strata)} strata.")
         self.strata_metric.previous = None if index.numel() == 0 else (index, strata)
