@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from .duplicates import DigestingLoader, image_digest
+from .explain import (
+    MAKEUP_FIELDS,
+    dominant_values,
+    makeup_value,
+    outlier_gallery,
+    report_content,
+    strata_makeup,
+    stratum_examples,
+)
 from .figures import data_uri, decode_prototypes, image_png, latent_map_png, stratum_latent_norms
 from .html import render_report_html
 from .overlays import cluster_overlay_png, cluster_overlays, write_cluster_overlays
@@ -14,13 +24,19 @@ from .tables import (
     outlier_threshold,
     patient_rows,
     reference_similarities,
+    stratum_transitions,
+    vote,
 )
 from .writer import REPORT_FILES, NoImagesError, check_output_dir, publish_folder, write_report
 from .pipeline import assign_cohort, generate_report
+from .strata_names import STRATA_NAMES_FILE, read_stratum_names, strata_names_path, write_stratum_names
 
 __all__ = [
+    "MAKEUP_FIELDS",
     "PATIENT_COLUMNS",
     "REPORT_FILES",
+    "STRATA_NAMES_FILE",
+    "DigestingLoader",
     "NoImagesError",
     "OutlierThreshold",
     "assign_cohort",
@@ -29,18 +45,30 @@ __all__ = [
     "cluster_overlays",
     "data_uri",
     "decode_prototypes",
+    "dominant_values",
     "generate_report",
     "image_columns",
+    "image_digest",
     "image_png",
     "image_rows",
     "latent_map_png",
+    "makeup_value",
     "nearest_similarity",
+    "outlier_gallery",
     "outlier_threshold",
     "patient_rows",
     "publish_folder",
+    "read_stratum_names",
     "reference_similarities",
     "render_report_html",
+    "report_content",
+    "strata_makeup",
+    "strata_names_path",
+    "stratum_examples",
     "stratum_latent_norms",
+    "stratum_transitions",
+    "vote",
     "write_cluster_overlays",
     "write_report",
+    "write_stratum_names",
 ]

@@ -2,8 +2,19 @@
 
     monai-cae-report ARCHIVE OUTPUT --model bundles/cae/models/model.pt [--pseudonymize-key-file KEY.txt]
 
-Exit status: 0 when a report was written, 1 when no image could be processed (the folder still lists every file
-and why), 2 when the model, the archive or the output folder is unusable (nothing is written).
+Chest radiographs are selected by default (DICOM CR, DX, DR with BodyPartExamined CHEST or empty); ``--body-parts
+any`` (and ``--modalities any``) switch a filter off.
+
+Name strata after reading a report, without writing one (an empty name removes a name):
+
+    monai-cae-report --model bundles/cae/models/model.pt --name-stratum 2 "portable AP films"
+
+The names are kept beside the model (``strata_names.json``) and shown in every later report of it; given with an
+archive and an output folder, ``--name-stratum`` names first, then writes the report.
+
+Exit status: 0 when a report was written (or the strata named), 1 when no image could be processed (the folder
+still lists every file and why), 2 when the model, the archive or the output folder is unusable (nothing is
+written).
 """
 
 from __future__ import annotations
@@ -16,10 +27,12 @@ from collections.abc import Sequence
 import torch
 
 from monai_cae.data.dicom import RADIOGRAPH_MODALITIES
+from monai_cae.data.manifest import CHEST_BODY_PARTS
 from monai_cae.engines.strata import load_model
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
 from .pipeline import generate_report
+from .strata_names import read_stratum_names, write_stratum_names
 from .writer import NoImagesError
 
 __all__ = ["main", "parse_args"]
@@ -35,8 +48,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="monai-cae-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("input_dir", help="archive folder (DICOM with or without .dcm, NIfTI, PNG/JPEG), recursive")
-    parser.add_argument("output_dir", help="report folder to create")
+    parser.add_argument("input_dir", nargs="?",
+                        help="archive folder (DICOM with or without .dcm, NIfTI, PNG/JPEG), recursive")
+    parser.add_argument("output_dir", nargs="?", help="report folder to create")
     parser.add_argument("--model", required=True, help="trained model.pt (state dict with prototypes)")
     parser.add_argument("--img-size", type=int, default=28, help="the model's input size (default 28)")
     parser.add_argument("--latent-size", type=int, default=128, help="the model's latent size (default 128)")
@@ -48,7 +62,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--modalities", nargs="+", default=list(RADIOGRAPH_MODALITIES),
                         help="accepted DICOM modalities, or 'any' (default CR DX DR)")
     parser.add_argument("--views", nargs="+", default=None, help="accepted ViewPosition values, e.g. PA AP")
-    parser.add_argument("--body-parts", nargs="+", default=None, help="accepted BodyPartExamined, e.g. CHEST")
+    parser.add_argument("--body-parts", nargs="+", default=list(CHEST_BODY_PARTS),
+                        help="accepted BodyPartExamined (an empty tag passes), or 'any' (default CHEST)")
+    parser.add_argument("--name-stratum", nargs=2, action="append", default=[], metavar=("INDEX", "NAME"),
+                        help="name a stratum of the model (repeatable; an empty NAME removes the name); alone, "
+                             "without ARCHIVE and OUTPUT, it only names")
     parser.add_argument("--outlier-threshold", type=float, default=None,
                         help="fixed cosine similarity to the nearest prototype below which an image is an outlier")
     parser.add_argument("--outlier-percentile", type=float, default=1.0,
@@ -62,7 +80,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if (args.input_dir is None or args.output_dir is None) and not (args.input_dir is None and args.name_stratum):
+        parser.error("ARCHIVE and OUTPUT are required unless --name-stratum is given alone.")
+    for index, _ in args.name_stratum:
+        if not index.isdigit():
+            parser.error(f"--name-stratum INDEX must be a stratum number, got {index!r}.")
+    return args
+
+
+def _name_strata(model_path: str, names: Sequence[Sequence[str]]) -> dict[int, str]:
+    updated = read_stratum_names(model_path)
+    for index, name in names:
+        updated[int(index)] = name
+    return write_stratum_names(model_path, updated)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,6 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = parse_args(argv)
     try:
+        if args.name_stratum:
+            named = _name_strata(args.model, args.name_stratum)
+            print(f"strata of {args.model}: " + ("; ".join(f"{j} = {n}" for j, n in named.items()) or "no names"))
+            if args.input_dir is None:
+                return 0
         key = args.pseudonymize
         if args.pseudonymize_key_file:
             with open(args.pseudonymize_key_file, encoding="utf-8") as f:
@@ -92,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             overwrite=args.overwrite, thumbnails=not args.no_thumbnails, outlier_threshold=args.outlier_threshold,
             outlier_percentile=args.outlier_percentile, reference_embeddings=args.reference_embeddings,
             cache_dir=args.cache_dir, batch_size=args.batch_size, num_workers=args.num_workers, device=device,
-            model_name=os.path.basename(args.model), progress=not args.quiet,
+            model_name=os.path.basename(args.model), progress=not args.quiet, model_path=args.model,
         )
     except NoImagesError as e:
         print(f"monai-cae-report: {e}", file=sys.stderr)
@@ -101,10 +137,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"monai-cae-report: {e}", file=sys.stderr)
         return 2
     counts = report["counts"]
+    empty = counts["strata_empty"]
     print(
         f"report written to {os.path.abspath(args.output_dir)}: {counts['processed']} images of "
-        f"{counts['patients']} patients in {report['model']['num_strata']} strata, {counts['skipped']} files "
-        "skipped (see skipped.csv)."
+        f"{counts['patients']} patients in {counts['strata_non_empty']} strata"
+        + (f" ({empty} of the model's {report['model']['num_strata']} strata empty)" if empty else "")
+        + f", {counts['skipped']} files skipped (see skipped.csv); outlier threshold from "
+        + {"training": "the training images", "cohort": "this cohort itself", "fixed": "--outlier-threshold"}[
+            report["outlier"]["source"]] + "."
     )
     return 0
 

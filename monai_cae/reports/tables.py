@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+import math
 import os
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,19 +22,25 @@ __all__ = [
     "outlier_threshold",
     "patient_rows",
     "reference_similarities",
+    "stratum_transitions",
+    "vote",
 ]
 
 PATIENT_COLUMNS = [
     "patient_id",
     "n_images",
+    "n_duplicates",
     "n_studies",
     "first_study_date",
     "last_study_date",
     "study_strata",
     "majority_stratum",
-    "confidence",
-    "mean_probability",
+    "majority_share",
+    "majority_probability",
+    "majority_tie",
+    "tied_strata",
     "stratum_changed",
+    "studies_with_disagreement",
     "n_outliers",
 ]
 
@@ -42,7 +49,8 @@ def image_columns(k: int) -> list[str]:
     """Columns of ``strata_per_image.csv`` for ``k`` strata."""
     return [
         "image_id", "patient_id", "study_uid", "study_date", "series_uid", "sop_uid", "modality", "view", "body_part",
-        "stratum", *[f"prob_{j}" for j in range(k)], "similarity", "outlier",
+        "manufacturer", "station", "sex", "age_band", "pixel_spacing",
+        "stratum", *[f"prob_{j}" for j in range(k)], "similarity", "outlier", "duplicate_of",
     ]
 
 
@@ -52,8 +60,8 @@ class OutlierThreshold:
 
     Attributes:
         value: the threshold.
-        source: ``"fixed"``, ``"reference"`` (a percentile of the reference embeddings' similarities, e.g. the
-            training set's) or ``"cohort"`` (a percentile of the cohort's own similarities).
+        source: ``"fixed"``, ``"training"`` (a percentile of the reference embeddings' similarities: the training
+            set's) or ``"cohort"`` (a percentile of the cohort's own similarities).
         percentile: the percentile used, or ``None`` for a fixed threshold.
     """
 
@@ -138,56 +146,97 @@ def outlier_threshold(
     if not 0.0 <= percentile <= 100.0:
         raise ValueError(f"outlier_percentile must be in [0, 100], got {percentile}.")
     if reference_similarities is not None and len(reference_similarities):
-        return OutlierThreshold(float(np.percentile(reference_similarities, percentile)), "reference", percentile)
+        return OutlierThreshold(float(np.percentile(reference_similarities, percentile)), "training", percentile)
     value = float(np.percentile(similarities, percentile)) if len(similarities) else -1.0
     return OutlierThreshold(value, "cohort", percentile)
 
 
 def image_rows(
-    entries: Sequence[ManifestEntry], assignment: StrataAssignment, threshold: OutlierThreshold
+    entries: Sequence[ManifestEntry],
+    assignment: StrataAssignment,
+    threshold: OutlierThreshold,
+    digests: Mapping[int, str] | None = None,
 ) -> list[dict]:
     """One row per processed image (columns :func:`image_columns`), in assignment order.
+
+    ``duplicate_of`` names the first image (in assignment order) with the same digest, so that pixel-identical
+    copies of one film are seen; it is empty for every image without ``digests``.
 
     Args:
         entries: the cohort's entries; ``assignment.indices`` index into them.
         assignment: the model's assignment of the images.
         threshold: outlier threshold.
+        digests: digest of each image's model input by entry index (:class:`~monai_cae.reports.DigestingLoader`).
 
     Returns:
-        Rows as dictionaries; probabilities and similarity are floats, ``outlier`` a bool.
+        Rows as dictionaries; probabilities and similarity are floats, ``outlier`` a bool. The key ``film`` (not a
+        column) identifies the distinct film: the digest, or the image id without digests.
     """
     rows = []
+    first_of: dict[str, str] = {}
     # the properties compute over every image: once, not once per row
     clusters, similarities = assignment.clusters, assignment.nearest_similarity
     for i, index in enumerate(assignment.indices):
         e = entries[int(index)]
         similarity = float(similarities[i])
+        film = digests.get(int(index), e.image_id) if digests is not None else e.image_id
+        original = first_of.setdefault(film, e.image_id)
         rows.append(
             {
                 "image_id": e.image_id, "patient_id": e.PatientID, "study_uid": e.StudyInstanceUID,
                 "study_date": e.StudyDate, "series_uid": e.SeriesInstanceUID, "sop_uid": e.SOPInstanceUID,
                 "modality": e.Modality, "view": e.ViewPosition, "body_part": e.BodyPartExamined,
+                "manufacturer": e.Manufacturer, "station": e.StationName, "sex": e.PatientSex,
+                "age_band": e.PatientAge, "pixel_spacing": e.PixelSpacing,
                 "stratum": int(clusters[i]),
                 **{f"prob_{j}": float(p) for j, p in enumerate(assignment.probabilities[i])},
                 "similarity": similarity, "outlier": bool(similarity < threshold.value),
+                "duplicate_of": "" if original == e.image_id else original, "film": film,
             }
         )
     return rows
 
 
-def _vote(rows: Sequence[dict], k: int) -> int:
-    # hard majority; a tie goes to the stratum with the larger total soft probability
+def vote(rows: Sequence[dict], k: int) -> tuple[int, list[int]]:
+    """The majority stratum of some images, and the strata that tie for it.
+
+    Args:
+        rows: image rows (:func:`image_rows`).
+        k: number of strata.
+
+    Returns:
+        ``(majority, tied)``: ``tied`` lists every stratum with the largest count when more than one has it (empty
+        otherwise); the tie goes to the higher mean probability, then to the lower index, so that it is never
+        broken by the order of the rows.
+    """
     counts = Counter(r["stratum"] for r in rows)
-    mass = np.sum([[r[f"prob_{j}"] for j in range(k)] for r in rows], axis=0)
-    return int(max(counts, key=lambda s: (counts[s], mass[s])))
+    top = max(counts.values())
+    tied = sorted(s for s, n in counts.items() if n == top)
+    # fsum: the exactly rounded sum, so that equal means compare equal in any row order
+    mean = {s: math.fsum(r[f"prob_{s}"] for r in rows) for s in tied}
+    majority = min(tied, key=lambda s: (-mean[s], s))
+    return int(majority), tied if len(tied) > 1 else []
+
+
+def _distinct(rows: Sequence[dict]) -> list[dict]:
+    # each film once: a pixel-identical copy adds no evidence to a share
+    seen: set[str] = set()
+    films = []
+    for r in rows:
+        if r["film"] not in seen:
+            seen.add(r["film"])
+            films.append(r)
+    return films
 
 
 def patient_rows(rows: Sequence[dict], k: int) -> tuple[list[dict], dict[str, list[dict]]]:
     """Group image rows by patient and study.
 
-    A study's stratum is the majority stratum of its images; studies are ordered by date (then UID). The patient's
-    majority stratum is the majority over all their images (ties to the larger total probability); ``confidence``
-    is the share of their images in it and ``mean_probability`` the mean soft probability of it.
+    Shares count each distinct film of the patient once (pixel-identical copies, ``n_duplicates``, are left out).
+    A study's stratum is the majority of its films, and a study whose films fall in different strata is a
+    disagreement. The patient's majority stratum is the majority over their films; ``majority_share`` is the share of
+    their films in it and ``majority_probability`` the mean soft probability of it over those films (the model's
+    certainty). A tie is reported (``majority_tie``, ``tied_strata``) and broken by :func:`vote`.
     ``stratum_changed`` is true when the patient's studies do not all have the same stratum. Images without a
     PatientID are grouped under ``""``.
 
@@ -197,7 +246,8 @@ def patient_rows(rows: Sequence[dict], k: int) -> tuple[list[dict], dict[str, li
 
     Returns:
         ``(patients, studies)``: one row per patient (columns :data:`PATIENT_COLUMNS`, sorted by patient id),
-        and per patient the list of ``{"study_uid", "study_date", "n_images", "stratum"}`` in time order.
+        and per patient the list of ``{"study_uid", "study_date", "n_images", "stratum", "strata",
+        "disagreement"}`` in time order (``strata``: the distinct strata of the study's films).
     """
     by_patient: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
@@ -205,33 +255,56 @@ def patient_rows(rows: Sequence[dict], k: int) -> tuple[list[dict], dict[str, li
     patients, timelines = [], {}
     for pid in sorted(by_patient):
         images = by_patient[pid]
+        films = _distinct(images)
         by_study: dict[str, list[dict]] = defaultdict(list)
-        for r in images:
+        for r in films:
             by_study[r["study_uid"]].append(r)
-        studies = sorted(
-            (
+        studies = []
+        for uid, group in by_study.items():
+            strata = sorted({r["stratum"] for r in group})
+            studies.append(
                 {"study_uid": uid, "study_date": group[0]["study_date"], "n_images": len(group),
-                 "stratum": _vote(group, k)}
-                for uid, group in by_study.items()
-            ),
-            key=lambda s: (s["study_date"], s["study_uid"]),
-        )
-        majority = _vote(images, k)
+                 "stratum": vote(group, k)[0], "strata": strata, "disagreement": len(strata) > 1}
+            )
+        studies.sort(key=lambda s: (s["study_date"], s["study_uid"]))
+        majority, tied = vote(films, k)
         dates = [s["study_date"] for s in studies if s["study_date"]]
         patients.append(
             {
                 "patient_id": pid,
                 "n_images": len(images),
+                "n_duplicates": len(images) - len(films),
                 "n_studies": len(studies),
                 "first_study_date": min(dates) if dates else "",
                 "last_study_date": max(dates) if dates else "",
                 "study_strata": " ".join(f"{s['study_date'] or '?'}:{s['stratum']}" for s in studies),
                 "majority_stratum": majority,
-                "confidence": sum(r["stratum"] == majority for r in images) / len(images),
-                "mean_probability": float(np.mean([r[f"prob_{majority}"] for r in images])),
+                "majority_share": sum(r["stratum"] == majority for r in films) / len(films),
+                "majority_probability": float(np.mean([r[f"prob_{majority}"] for r in films])),
+                "majority_tie": bool(tied),
+                "tied_strata": " ".join(map(str, tied)),
                 "stratum_changed": len({s["stratum"] for s in studies}) > 1,
+                "studies_with_disagreement": sum(s["disagreement"] for s in studies),
                 "n_outliers": sum(bool(r["outlier"]) for r in images),
             }
         )
         timelines[pid] = studies
     return patients, timelines
+
+
+def stratum_transitions(timelines: Mapping[str, Sequence[dict]], k: int) -> np.ndarray:
+    """Counts of stratum transitions between consecutive studies of the same patient.
+
+    Args:
+        timelines: per patient, studies in time order (:func:`patient_rows`).
+        k: number of strata.
+
+    Returns:
+        ``(k, k)`` integer matrix: entry ``[a, b]`` counts a study in stratum ``a`` followed by the patient's next
+        study in stratum ``b`` (the diagonal counts consecutive studies that stayed).
+    """
+    counts = np.zeros((k, k), dtype=np.int64)
+    for studies in timelines.values():
+        for before, after in zip(studies, studies[1:]):
+            counts[before["stratum"], after["stratum"]] += 1
+    return counts

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import csv
 import ctypes
-import datetime
 import json
 import os
 import shutil
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
-import monai_cae
 from monai_cae.data.cohort import CohortDataset
 from monai_cae.data.dicom import UnusableImageError
 from monai_cae.data.manifest import PROCESSED, SKIPPED, write_manifest
@@ -24,9 +22,10 @@ from monai_cae.engines.strata import StrataAssignment, atomic_write, write_assig
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
 from .figures import data_uri, decode_prototypes, image_png, latent_map_png, stratum_latent_norms
-from .html import render_report_html
+from .html import THUMBNAIL_WIDTH, render_report_html
 from .overlays import cluster_overlays
-from .tables import PATIENT_COLUMNS, image_columns, image_rows, outlier_threshold, patient_rows, reference_similarities
+from .explain import report_content
+from .tables import PATIENT_COLUMNS, image_columns, image_rows, outlier_threshold, reference_similarities
 
 __all__ = ["REPORT_FILES", "NoImagesError", "check_output_dir", "publish_folder", "write_report"]
 
@@ -118,18 +117,28 @@ def _write_rows(path: str, columns: Sequence[str], rows: Sequence[dict]) -> None
     atomic_write(path, write)
 
 
-def _thumbnails(dataset: CohortDataset, assignment: StrataAssignment, outliers: np.ndarray, k: int, n: int) -> list:
-    # the n most typical images of each stratum (highest similarity to its prototype), loaded again on their own
-    # so that no image had to be kept while streaming
-    thumbs: list[list[str]] = [[] for _ in range(k)]
-    clusters, similarity = assignment.clusters, assignment.nearest_similarity
-    for stratum in range(k):
-        members = np.flatnonzero((clusters == stratum) & ~outliers)
-        for i in members[np.argsort(-similarity[members], kind="stable")][:n]:
-            item = dataset[int(assignment.indices[i])]
-            if item["ok"]:
-                thumbs[stratum].append(data_uri(image_png(item["image"], scale=3)))
-    return thumbs
+def _thumbnail(dataset: CohortDataset, assignment: StrataAssignment, rows: Sequence[dict], position: int) -> tuple:
+    # loaded again on its own, so that no image had to be kept while streaming; the model input at its own size,
+    # which the page upscales without smoothing
+    item = dataset[int(assignment.indices[position])]
+    row = rows[position]
+    caption = f"{row['image_id']}, similarity {row['similarity']:.3f}"
+    return (caption, data_uri(image_png(item["image"]))) if item["ok"] else None
+
+
+def _galleries(
+    report: dict, dataset: CohortDataset, assignment: StrataAssignment, rows: Sequence[dict]
+) -> dict[str, object]:
+    position = {r["image_id"]: i for i, r in enumerate(rows)}
+
+    def load(ids: Sequence[str]) -> list[tuple[str, str]]:
+        return [t for t in (_thumbnail(dataset, assignment, rows, position[i]) for i in ids) if t is not None]
+
+    return {
+        "exemplars": [load(s["exemplars"]) for s in report["strata"]],
+        "least_typical": [load(s["least_typical"]) for s in report["strata"]],
+        "outliers": load(report["outlier"]["gallery"]),
+    }
 
 
 def write_report(
@@ -148,12 +157,16 @@ def write_report(
     model_name: str = "",
     pseudonymized: bool = False,
     max_overlays: int = 24,
+    image_digests: Mapping[int, str] | None = None,
+    stratum_names: Mapping[int, str] | None = None,
+    max_outliers: int = 24,
 ) -> dict:
     """Write the report folder of a cohort.
 
     Files: ``manifest.csv`` (every file, final status), ``skipped.csv`` (every skipped file with reason code and
     detail), ``embeddings.npy`` and ``assignments.csv`` (as :func:`monai_cae.engines.write_assignments`),
-    ``strata_per_image.csv``, ``strata_per_patient.csv``, ``report.json``, ``report.html`` (self-contained) and
+    ``strata_per_image.csv``, ``strata_per_patient.csv``, ``report.json`` (:func:`~monai_cae.reports.report_content`:
+    every stratum explained), ``report.html`` (self-contained, bounded in size whatever the archive's) and
     ``figures/`` (decoded prototypes, latent map). A model with a local branch adds ``cluster_maps.npy`` and, with
     thumbnails, ``figures/cluster_overlay_<index>.png`` shown in the page (the first ``max_overlays`` images).
     Everything is written to a hidden staging folder beside
@@ -168,8 +181,9 @@ def write_report(
         skipped: ``(index, reason, detail)`` of the selected images that failed to load
             (:attr:`monai_cae.data.CohortDataLoader.skipped`).
         overwrite: replace an existing report.
-        thumbnails: put example images of each stratum in the page (off when burnt-in text could identify).
-        thumbnails_per_stratum: examples per stratum.
+        thumbnails: put images in the page: each stratum's exemplars and least typical members, and the outliers
+            (off when burnt-in text could identify).
+        thumbnails_per_stratum: exemplars, and least typical members, per stratum.
         outlier_threshold_value: fixed cosine-similarity threshold for outliers (see
             :func:`~monai_cae.reports.outlier_threshold`).
         outlier_percentile: percentile of the reference (else cohort) similarities used as threshold.
@@ -180,6 +194,12 @@ def write_report(
         pseudonymized: whether the identifiers are pseudonyms (stated in the report); the file paths are then left
             out of ``manifest.csv`` and ``skipped.csv``.
         max_overlays: pixel cluster overlays in the page, for a model with a local branch.
+        image_digests: digest of each image's model input by entry index
+            (:attr:`~monai_cae.reports.DigestingLoader.digests`): pixel-identical copies are flagged (``duplicate_of``)
+            and counted once in the shares. ``None`` does not look for copies (the report says so).
+        stratum_names: names given to strata (:func:`~monai_cae.reports.read_stratum_names`), shown in the page and
+            in ``report.json``.
+        max_outliers: outliers in the page's gallery.
 
     Returns:
         The content of ``report.json``.
@@ -199,53 +219,30 @@ def write_report(
         assignment.nearest_similarity, outlier_threshold_value, outlier_percentile,
         reference_similarities(reference_embeddings, prototypes),
     )
-    rows = image_rows(entries, assignment, threshold)
-    patients, timelines = patient_rows(rows, k)
-    outliers = np.array([r["outlier"] for r in rows], dtype=bool)
+    rows = image_rows(entries, assignment, threshold, image_digests)
     skipped_entries = [e for e in manifest if e.status == SKIPPED]
+    report = report_content(
+        rows, k, threshold, latent_size=int(prototypes.shape[1]), files=len(manifest),
+        skipped_by_reason=Counter(e.reason for e in skipped_entries), model_name=model_name,
+        stratum_names=stratum_names, examples=thumbnails_per_stratum, max_outliers=max_outliers,
+        options={"pseudonymized": pseudonymized, "thumbnails": thumbnails,
+                 "duplicates_checked": image_digests is not None},
+    )
+    report["files"] = list(REPORT_FILES)
     processed = len(rows)
-    status = "ok" if processed else "failed"
-    report = {
-        "version": monai_cae.__version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "status": status,
-        "message": "" if processed else "No image could be processed: every file is listed in skipped.csv.",
-        "model": {"name": model_name, "num_strata": k, "latent_size": int(prototypes.shape[1])},
-        "options": {"pseudonymized": pseudonymized, "thumbnails": thumbnails},
-        "counts": {
-            "files": len(manifest), "processed": processed, "skipped": len(skipped_entries),
-            "patients": len(patients), "studies": sum(p["n_studies"] for p in patients),
-            "patients_changed": sum(p["stratum_changed"] for p in patients),
-            "skipped_by_reason": dict(Counter(e.reason for e in skipped_entries)),
-        },
-        "outlier": {
-            "threshold": threshold.value, "source": threshold.source, "percentile": threshold.percentile,
-            "n_outliers": int(outliers.sum()),
-        },
-        "strata": [
-            {
-                "stratum": j,
-                "n_images": int((assignment.clusters == j).sum()),
-                "n_patients": sum(p["majority_stratum"] == j for p in patients),
-                "mean_similarity": float(assignment.nearest_similarity[assignment.clusters == j].mean())
-                if (assignment.clusters == j).any() else 0.0,
-            }
-            for j in range(k)
-        ],
-        "patients": [{**p, "studies": timelines[p["patient_id"]]} for p in patients],
-        "files": list(REPORT_FILES),
-    }
+    outliers = np.array([r["outlier"] for r in rows], dtype=bool)
 
     decoded = decode_prototypes(network, device, stratum_latent_norms(assignment.embeddings, assignment.clusters, k))
-    prototype_pngs = [image_png(img, scale=4) for img in decoded]
+    # the files are seen on their own, outside the page: upscaled to a readable size
+    prototype_pngs = [image_png(img, scale=max(1, THUMBNAIL_WIDTH // decoded.shape[-1])) for img in decoded]
     latent_png = latent_map_png(assignment.embeddings, assignment.clusters, prototypes, outliers) if processed else None
-    thumbs = _thumbnails(dataset, assignment, outliers, k, thumbnails_per_stratum) if thumbnails and processed else None
+    galleries = _galleries(report, dataset, assignment, rows) if thumbnails and processed else None
     overlays = (
         cluster_overlays(assignment, dataset, max_overlays)
         if assignment.cluster_maps is not None and thumbnails else {}
     )
     html = render_report_html(
-        report, [data_uri(p) for p in prototype_pngs], thumbs, data_uri(latent_png) if latent_png else None,
+        report, [data_uri(p) for p in prototype_pngs], galleries, data_uri(latent_png) if latent_png else None,
         [(f"image {index}", data_uri(png)) for index, png in overlays.items()],
     )
 
@@ -259,7 +256,7 @@ def write_report(
         write_manifest(skipped_entries, os.path.join(staging, "skipped.csv"), include_paths=not pseudonymized)
         write_assignments(assignment, staging)
         _write_rows(os.path.join(staging, "strata_per_image.csv"), image_columns(k), rows)
-        _write_rows(os.path.join(staging, "strata_per_patient.csv"), PATIENT_COLUMNS, patients)
+        _write_rows(os.path.join(staging, "strata_per_patient.csv"), PATIENT_COLUMNS, report["patients"])
         for j, png in enumerate(prototype_pngs):
             atomic_write(os.path.join(staging, "figures", f"prototype_{j}.png"), lambda f, b=png: f.write(b), "wb")
         for index, png in overlays.items():

@@ -1,0 +1,314 @@
+"""What each stratum is: its size, its make-up by header fields against the whole archive, the values that dominate
+it, its most and least typical members, and the content of ``report.json`` built from the tables."""
+
+from __future__ import annotations
+
+import datetime
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+import monai_cae
+
+from .tables import OutlierThreshold, patient_rows, stratum_transitions
+
+__all__ = [
+    "DOMINANT_LIFT",
+    "DOMINANT_MIN_IMAGES",
+    "DOMINANT_SHARE",
+    "MAKEUP_FIELDS",
+    "dominant_values",
+    "makeup_value",
+    "outlier_description",
+    "outlier_gallery",
+    "report_content",
+    "strata_makeup",
+    "stratum_examples",
+]
+
+MAKEUP_FIELDS = {
+    "view": "ViewPosition",
+    "modality": "Modality",
+    "manufacturer": "Manufacturer",
+    "station": "StationName",
+    "body_part": "BodyPartExamined",
+    "sex": "PatientSex",
+    "age_band": "age band",
+    "study_year": "study year",
+    "pixel_spacing": "pixel spacing (mm)",
+}
+"""Image-row keys whose make-up explains a stratum, with the name shown for each."""
+
+UNKNOWN = "unknown"
+DOMINANT_SHARE = 0.8
+DOMINANT_LIFT = 1.5
+DOMINANT_MIN_IMAGES = 5
+"""A value dominates a stratum of at least :data:`DOMINANT_MIN_IMAGES` films when it is at least
+:data:`DOMINANT_SHARE` of the stratum and at least :data:`DOMINANT_LIFT` times its share of the archive: such a
+stratum may only separate scanners, views or sites, which is a finding in itself."""
+MAKEUP_TOP = 6  # values listed per field; the rest are summed as "other"
+
+
+def makeup_value(row: Mapping, field: str) -> str:
+    """The value of a make-up field for an image row: study year from the study date, pixel spacing rounded to
+    0.01 mm (``"0.17"``, or ``"0.17 x 0.15"`` when rows and columns differ), ``"unknown"`` where the header has none.
+
+    Args:
+        row: an image row (:func:`~monai_cae.reports.image_rows`).
+        field: a key of :data:`MAKEUP_FIELDS`.
+
+    Returns:
+        The value shown.
+
+    Raises:
+        ValueError: for a field that is not a key of :data:`MAKEUP_FIELDS`.
+    """
+    if field not in MAKEUP_FIELDS:
+        raise ValueError(f"field must be one of {sorted(MAKEUP_FIELDS)}, got {field!r}.")
+    if field == "study_year":
+        date = str(row["study_date"])
+        value = date[:4] if len(date) == 8 and date.isdigit() else ""
+    elif field == "pixel_spacing":
+        try:
+            spacing = [f"{float(v):.2f}" for v in str(row["pixel_spacing"]).split("\\") if v]
+        except ValueError:
+            spacing = []
+        value = " x ".join(dict.fromkeys(spacing))  # one number when rows and columns agree
+    else:
+        value = str(row[field]).strip()
+    return value or UNKNOWN
+
+
+def _counts(rows: Sequence[Mapping]) -> dict[str, Counter]:
+    return {field: Counter(makeup_value(r, field) for r in rows) for field in MAKEUP_FIELDS}
+
+
+def dominant_values(
+    counts: Mapping[str, Counter], total: int, archive: Mapping[str, Counter], archive_total: int
+) -> list[dict]:
+    """The values that dominate a stratum (the rule of :data:`DOMINANT_SHARE`).
+
+    Args:
+        counts: per make-up field, the stratum's films per value.
+        total: the stratum's films.
+        archive: per make-up field, the archive's films per value (the processed images).
+        archive_total: the archive's films.
+
+    Returns:
+        ``{"field", "value", "share", "archive_share", "text"}`` per dominating value, in :data:`MAKEUP_FIELDS` order;
+        ``text`` reads like ``"ViewPosition: 92 % AP, 8 % of the archive"``.
+    """
+    flags = []
+    if total < DOMINANT_MIN_IMAGES or not archive_total:
+        return flags
+    for field, label in MAKEUP_FIELDS.items():
+        for value, n in counts[field].items():
+            share, archive_share = n / total, archive[field][value] / archive_total
+            if share >= DOMINANT_SHARE and share >= DOMINANT_LIFT * archive_share:
+                flags.append({
+                    "field": field, "value": value, "share": share, "archive_share": archive_share,
+                    "text": f"{label}: {100 * share:.0f} % {value}, {100 * archive_share:.0f} % of the archive",
+                })
+    return flags
+
+
+def _breakdown(counts: Counter, total: int, archive: Counter, archive_total: int) -> list[dict]:
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    listed = [
+        {"value": v, "n": n, "share": n / total, "archive_share": archive[v] / archive_total}
+        for v, n in ranked[:MAKEUP_TOP]
+    ]
+    rest = ranked[MAKEUP_TOP:]
+    if rest:
+        n = sum(c for _, c in rest)
+        listed.append({
+            "value": f"{len(rest)} other values", "n": n, "share": n / total,
+            "archive_share": sum(archive[v] for v, _ in rest) / archive_total,
+        })
+    return listed
+
+
+def strata_makeup(rows: Sequence[Mapping], k: int) -> tuple[list[dict], dict]:
+    """Make-up of every stratum and of the whole archive (its processed images) by the fields of :data:`MAKEUP_FIELDS`.
+
+    Each distinct film counts once (rows with ``duplicate_of`` are left out), so copies do not tilt a share.
+
+    Args:
+        rows: image rows (:func:`~monai_cae.reports.image_rows`).
+        k: number of strata.
+
+    Returns:
+        ``(strata, archive)``: per stratum ``{"n_films", "makeup", "dominant"}`` where ``makeup`` maps each field to
+        its most frequent values ``{"value", "n", "share", "archive_share"}`` (then the others summed) and
+        ``dominant`` is :func:`dominant_values`; and the archive's ``{"n_films", "makeup"}``.
+    """
+    films = [r for r in rows if not r["duplicate_of"]]
+    archive, archive_total = _counts(films), len(films)
+    strata = []
+    for j in range(k):
+        members = [r for r in films if r["stratum"] == j]
+        counts = _counts(members)
+        strata.append({
+            "n_films": len(members),
+            "makeup": {f: _breakdown(counts[f], len(members), archive[f], archive_total) for f in MAKEUP_FIELDS}
+            if members else {},
+            "dominant": dominant_values(counts, len(members), archive, archive_total),
+        })
+    whole = {f: _breakdown(archive[f], archive_total, archive[f], archive_total) for f in MAKEUP_FIELDS}
+    return strata, {"n_films": archive_total, "makeup": whole if films else {}}
+
+
+def stratum_examples(rows: Sequence[Mapping], k: int, n: int = 6) -> tuple[list[list[int]], list[list[int]]]:
+    """Row positions of each stratum's exemplars and least typical members.
+
+    Exemplars are the ``n`` films most similar to the stratum's prototype (outliers left out); the least typical
+    members are the ``n`` least similar of the others (outliers included). Copies (``duplicate_of``) are never shown
+    twice.
+
+    Args:
+        rows: image rows (:func:`~monai_cae.reports.image_rows`).
+        k: number of strata.
+        n: images of each kind per stratum.
+
+    Returns:
+        ``(exemplars, least_typical)``: per stratum, row positions in order of similarity (highest first for the
+        exemplars, lowest first for the least typical).
+
+    Raises:
+        ValueError: for a negative ``n``.
+    """
+    if n < 0:
+        raise ValueError(f"examples per stratum must be >= 0, got {n}.")
+    similarity = np.array([r["similarity"] for r in rows], dtype=np.float64)
+    strata = np.array([r["stratum"] for r in rows], dtype=np.int64)
+    films = np.array([not r["duplicate_of"] for r in rows], dtype=bool)
+    typical = films & ~np.array([bool(r["outlier"]) for r in rows], dtype=bool)
+    exemplars, least = [], []
+    for j in range(k):
+        members = np.flatnonzero((strata == j) & typical)
+        best = members[np.argsort(-similarity[members], kind="stable")][:n].tolist()
+        others = np.setdiff1d(np.flatnonzero((strata == j) & films), best)
+        exemplars.append(best)
+        least.append(others[np.argsort(similarity[others], kind="stable")][:n].tolist())
+    return exemplars, least
+
+
+def outlier_gallery(rows: Sequence[Mapping], n: int = 24) -> list[int]:
+    """Row positions of the ``n`` least similar outlier films, least similar first."""
+    outliers = [i for i, r in enumerate(rows) if r["outlier"] and not r["duplicate_of"]]
+    return sorted(outliers, key=lambda i: (rows[i]["similarity"], i))[:n]
+
+
+def outlier_description(threshold: OutlierThreshold) -> str:
+    """One sentence on where the outlier threshold comes from and what it therefore means."""
+    if threshold.source == "fixed":
+        return "a fixed threshold given for this report"
+    if threshold.source == "training":
+        return (f"percentile {threshold.percentile:g} of the training images' similarities: an outlier is less "
+                f"typical than all but {threshold.percentile:g} % of the images the model was trained on")
+    return (f"percentile {threshold.percentile:g} of this cohort's own similarities, for want of the training "
+            f"images' (reference embeddings): it flags the least typical {threshold.percentile:g} % of this cohort "
+            "whatever the cohort holds, not images unlike the training data")
+
+
+def report_content(
+    rows: Sequence[dict],
+    k: int,
+    threshold: OutlierThreshold,
+    latent_size: int = 0,
+    files: int | None = None,
+    skipped_by_reason: Mapping[str, int] | None = None,
+    model_name: str = "",
+    stratum_names: Mapping[int, str] | None = None,
+    options: Mapping[str, object] | None = None,
+    examples: int = 6,
+    max_outliers: int = 24,
+) -> dict:
+    """The content of ``report.json`` from the image rows: counts, outlier threshold, strata explained, transitions,
+    patients with their studies in time order.
+
+    Args:
+        rows: image rows (:func:`~monai_cae.reports.image_rows`).
+        k: number of strata of the model.
+        threshold: the outlier threshold used for ``rows``.
+        latent_size: the model's latent size.
+        files: files found in the archive (the processed images when ``None``).
+        skipped_by_reason: skipped files per reason code.
+        model_name: what to call the model.
+        stratum_names: names given to strata (:func:`~monai_cae.reports.read_stratum_names`).
+        options: report options to record (``pseudonymized``, ``thumbnails``, ``duplicates_checked``).
+        examples: exemplars and least typical members listed per stratum.
+        max_outliers: outliers in the gallery.
+
+    Returns:
+        The report; ``strata[j]["exemplars"]``, ``["least_typical"]`` and ``outlier["gallery"]`` are image ids.
+
+    Raises:
+        ValueError: for a stratum name whose index is not one of the ``k`` strata.
+    """
+    names = {int(j): str(name) for j, name in (stratum_names or {}).items()}
+    if any(not 0 <= j < k for j in names):
+        raise ValueError(f"stratum_names must name strata 0..{k - 1}, got indices {sorted(names)}.")
+    skipped_by_reason = dict(skipped_by_reason or {})
+    patients, timelines = patient_rows(rows, k)
+    makeup, archive_makeup = strata_makeup(rows, k)
+    exemplars, least = stratum_examples(rows, k, examples)
+    strata_of = np.array([r["stratum"] for r in rows], dtype=np.int64)
+    similarity = np.array([r["similarity"] for r in rows], dtype=np.float64)
+    majority = Counter(p["majority_stratum"] for p in patients)
+    present = [set() for _ in range(k)]
+    for r in rows:
+        present[r["stratum"]].add(r["patient_id"])
+    strata = []
+    for j in range(k):
+        mine = strata_of == j
+        strata.append({
+            "stratum": j, "name": names.get(j, ""), "n_images": int(mine.sum()), "empty": not mine.any(),
+            "n_patients": majority[j], "n_patients_with_images": len(present[j]),
+            "mean_similarity": float(similarity[mine].mean()) if mine.any() else 0.0,
+            **makeup[j],
+            "exemplars": [rows[i]["image_id"] for i in exemplars[j]],
+            "least_typical": [rows[i]["image_id"] for i in least[j]],
+        })
+    transitions = stratum_transitions(timelines, k)
+    non_empty = sum(not s["empty"] for s in strata)
+    n_outliers = sum(bool(r["outlier"]) for r in rows)
+    processed = len(rows)
+    return {
+        "version": monai_cae.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "status": "ok" if processed else "failed",
+        "message": "" if processed else "No image could be processed: every file is listed in skipped.csv.",
+        "model": {"name": model_name, "num_strata": k, "latent_size": latent_size,
+                  "strata_names": {str(j): names[j] for j in sorted(names)}},
+        "options": dict(options or {}),
+        "counts": {
+            "files": processed + sum(skipped_by_reason.values()) if files is None else files,
+            "processed": processed, "skipped": sum(skipped_by_reason.values()),
+            "duplicates": sum(bool(r["duplicate_of"]) for r in rows),
+            "patients": len(patients), "studies": sum(p["n_studies"] for p in patients),
+            "patients_changed": sum(p["stratum_changed"] for p in patients),
+            "patients_with_disagreement": sum(p["studies_with_disagreement"] > 0 for p in patients),
+            "studies_with_disagreement": sum(p["studies_with_disagreement"] for p in patients),
+            "patients_tied": sum(p["majority_tie"] for p in patients),
+            "strata_non_empty": non_empty, "strata_empty": k - non_empty,
+            "skipped_by_reason": skipped_by_reason,
+        },
+        "outlier": {
+            "threshold": threshold.value, "source": threshold.source, "percentile": threshold.percentile,
+            "description": outlier_description(threshold), "n_outliers": n_outliers,
+            "gallery": [rows[i]["image_id"] for i in outlier_gallery(rows, max_outliers)],
+        },
+        "dominance_rule": (
+            f"a value dominates a stratum of at least {DOMINANT_MIN_IMAGES} films when it is at least "
+            f"{100 * DOMINANT_SHARE:.0f} % of the stratum and at least {DOMINANT_LIFT:g} times its share of the archive"
+        ),
+        "archive_makeup": archive_makeup,
+        "strata": strata,
+        "transitions": [
+            {"from": a, "to": b, "count": int(transitions[a, b])}
+            for a in range(k) for b in range(k) if transitions[a, b]
+        ],
+        "patients": [{**p, "studies": timelines[p["patient_id"]]} for p in patients],
+    }
