@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import nibabel
 import numpy as np
@@ -228,3 +229,29 @@ def test_permutation_nmi_separates_structure_from_chance(permutations: int) -> N
     assert unrelated["p_value"] > 0.05 and unrelated["chance_mean"] > 0  # small samples have NMI > 0 by chance
     with pytest.raises(ValueError, match="labels but"):
         permutation_nmi(labels, labels[:-1])
+
+
+def test_resume_continues_a_killed_run(real_archive: str, tmp_path) -> None:
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    copy_subset(real_archive, str(archive), patients=8)
+    command = [sys.executable, "-m", "monai_cae.apps.stratify", str(archive), str(out), "--img-size", "28",
+               "--epochs", "40", "--batch-size", "8", "--quiet", "--num-workers", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = out / "train" / "checkpoints"
+    try:
+        deadline = time.monotonic() + 240
+        while not glob.glob(str(checkpoints / "checkpoint_epoch=*.pt")) and time.monotonic() < deadline:
+            assert process.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+    assert not (out / "model" / "model.json").exists() and not (out / "report").exists()
+    # without --resume the run is not overwritten
+    assert stratify_main(command[3:]) == 2
+    done = subprocess.run([*command, "--resume"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Restored all variables from" in done.stderr + done.stdout
+    assert (checkpoints / "checkpoint_epoch=40.pt").exists() and (out / "report" / "report.html").exists()
+    assert read_model_card(str(out / "model" / "model.pt"))["img_size"] == 28
