@@ -169,15 +169,23 @@ def test_per_patient_grouping_matches_the_ground_truth(report, cohort) -> None:
     for pid, row in patients.items():
         assert (int(row["n_images"]), int(row["n_studies"])) == (int(truth[pid]["n_images"]), int(truth[pid]["n_studies"]))
         mine = [r for r in images if r["patient_id"] == pid]
+        # each film once: a copy names the first image of its pixels
+        films = list({r["duplicate_of"] or r["image_id"]: r for r in reversed(mine)}.values())
+        assert int(row["n_duplicates"]) == len(mine) - len(films)
         studies = timelines[pid]
         assert [s["study_date"] for s in studies] == sorted(s["study_date"] for s in studies)
-        for study in studies:  # a study's stratum is the majority of its images
-            strata = [int(r["stratum"]) for r in mine if r["study_uid"] == study["study_uid"]]
+        for study in studies:  # a study's stratum is the majority of its films
+            strata = [int(r["stratum"]) for r in films if r["study_uid"] == study["study_uid"]]
             assert len(strata) == study["n_images"] and strata.count(study["stratum"]) == max(map(strata.count, strata))
+            assert study["disagreement"] == (len(set(strata)) > 1)
+        assert int(row["studies_with_disagreement"]) == sum(s["disagreement"] for s in studies)
         assert row["study_strata"] == " ".join(f"{s['study_date']}:{s['stratum']}" for s in studies)
         assert (row["stratum_changed"] == "1") == (len({s["stratum"] for s in studies}) > 1)
         majority = int(row["majority_stratum"])
-        assert float(row["confidence"]) == pytest.approx(sum(int(r["stratum"]) == majority for r in mine) / len(mine))
+        share = sum(int(r["stratum"]) == majority for r in films) / len(films)
+        assert float(row["majority_share"]) == pytest.approx(share)
+        assert float(row["majority_probability"]) == pytest.approx(
+            np.mean([float(r[f"prob_{majority}"]) for r in films]), abs=1e-5)
 
 
 def test_patient_strata_recover_the_ground_truth_better_than_chance(report, cohort) -> None:
@@ -250,8 +258,9 @@ def test_pseudonymized_report_holds_no_identifier(model, cohort, tmp_path) -> No
             assert not any(uid in text for uid in originals), path
     html = open(os.path.join(output, "report.html"), encoding="utf-8").read()
     summary = json.load(open(os.path.join(output, "report.json")))
-    # the page shows prototypes and the map but no patient image
-    assert html.count("<img") == summary["model"]["num_strata"] + 1 and summary["options"]["pseudonymized"]
+    # the page shows prototypes (in the overview and in each stratum's section) and the map but no patient image
+    k, filled = summary["model"]["num_strata"], summary["counts"]["strata_non_empty"]
+    assert html.count("<img") == k + filled + 1 and summary["options"]["pseudonymized"]
 
 
 def test_an_existing_report_is_kept_without_overwrite(model, report, shared_data, tmp_path, capsys) -> None:
@@ -460,18 +469,24 @@ def test_html_report_renders_offline_in_chromium(report, tmp_path) -> None:
     summary = json.load(open(os.path.join(report, "report.json")))
     k = summary["model"]["num_strata"]
     assert "<title>Cohort strata report</title>" in dom
-    for section in ("summary", "strata", "latent-map", "outliers", "changed", "patients", "skipped"):
+    sections = ("summary", "strata", "strata-table", "latent-map", "transitions", "transition-table", "outliers",
+                "outlier-gallery", "changed", "disagreement", "patients", "skipped")
+    for section in sections + tuple(f"stratum-{s['stratum']}" for s in summary["strata"]):
         assert f'id="{section}"' in dom, section
     sources = [part.split('"')[0] for part in dom.split('src="')[1:]]
-    assert len(sources) >= k + 1 + k and all(s.startswith("data:image/png;base64,") for s in sources)
+    filled = [s for s in summary["strata"] if not s["empty"]]
+    shown = sum(len(s["exemplars"]) + len(s["least_typical"]) for s in filled) + len(summary["outlier"]["gallery"])
+    assert len(sources) == k + len(filled) + shown + 1  # prototypes twice for filled strata, galleries, the map
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert summary["outlier"]["gallery"] and all(len(s["exemplars"]) == 6 for s in filled)
     assert "<script" not in dom and "http://" not in dom and "https://" not in dom and "<link" not in dom
     assert f"<b>{summary['counts']['patients']}</b>patients" in dom
     shot = tmp_path / "report.png"
     subprocess.run(
-        [browser, *flags, f"--user-data-dir={tmp_path / 'profile-shot'}", "--window-size=1200,1600",
+        [browser, *flags, f"--user-data-dir={tmp_path / 'profile-shot'}", "--window-size=1400,3000",
          f"--screenshot={shot}", page], capture_output=True, timeout=120,
     )
     from PIL import Image
 
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
-    assert pixels.shape == (1600, 1200) and pixels.std() > 20  # text, tables and images, not a blank page
+    assert pixels.shape == (3000, 1400) and pixels.std() > 20  # text, tables and images, not a blank page

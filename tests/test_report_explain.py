@@ -254,7 +254,7 @@ def test_empty_strata_are_not_counted_as_strata() -> None:
     assert (report["counts"]["strata_non_empty"], report["counts"]["strata_empty"]) == (2, 2)
     assert [s["empty"] for s in report["strata"]] == [False, True, False, True]
     html = render_report_html(report, [], None, None)
-    assert "<b>2</b>strata with images<small>2 of the model&#x27;s 4 empty</small>" in html
+    assert "<b>2</b>strata with images<small>of the model&#x27;s 4, 2 empty</small>" in html
 
 
 # ---------------------------------------------------------------------------------------------------------------

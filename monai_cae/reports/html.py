@@ -26,7 +26,7 @@ table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.zero { color: #bbb; }
+.scroll { overflow-x: auto; max-width: 100%; }
 .cards { display: flex; flex-wrap: wrap; gap: 1em; }
 .card { border: 1px solid #ccc; border-radius: 6px; padding: 0.6em 1em; min-width: 8em; }
 .card b { display: block; font-size: 1.5em; }
@@ -48,7 +48,7 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         return f'<td class="num">{value:.3f}</td>'
     if isinstance(value, int):
-        return f'<td class="num{" zero" if value == 0 else ""}">{value}</td>'
+        return f'<td class="num">{value}</td>'
     return f"<td>{escape(str(value))}</td>"
 
 
@@ -60,7 +60,8 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], raw_columns
         cells = [f"<td>{v}</td>" if i in raw_columns else _cell(v) for i, v in enumerate(row)]
         body.append("<tr>" + "".join(cells) + "</tr>")
     identifier = f' id="{table_id}"' if table_id else ""
-    return f"<table{identifier}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (f'<div class="scroll"><table{identifier}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
+            "</table></div>")
 
 
 def _img(uri: str, alt: str, width: int = THUMBNAIL_WIDTH) -> str:
@@ -105,14 +106,13 @@ def _stratum_section(stratum: dict, prototype_uri: str | None, galleries: dict |
     )
     for flag in stratum["dominant"]:
         parts.append(f'<p class="flag">Dominated by one value: {escape(flag["text"])}.</p>')
-    images = [("decoded prototype", [(f"prototype {j}", prototype_uri)] if prototype_uri else [])]
-    if galleries is not None:
-        images += [
-            ("most typical (closest to the prototype)", galleries["exemplars"][j]),
-            ("least typical members", galleries["least_typical"][j]),
-        ]
-    for caption, pictures in images:
-        parts.append(f"<h4>{escape(caption)}</h4>" + _gallery(pictures))
+    prototype = [(f"decoded prototype {j}", prototype_uri)] if prototype_uri else []
+    if galleries is None:
+        parts.append("<h4>Decoded prototype</h4>" + _gallery(prototype))
+    else:
+        parts.append("<h4>Decoded prototype, then the most typical members (closest to it)</h4>"
+                     + _gallery(prototype + list(galleries["exemplars"][j])))
+        parts.append("<h4>Least typical members</h4>" + _gallery(galleries["least_typical"][j]))
     parts.append(_makeup_table(stratum))
     parts.append("</section>")
     return "".join(parts)
@@ -127,9 +127,14 @@ def _transition_table(report: dict) -> str:
                   table_id="transition-table")
 
 
-_PATIENT_COLUMNS = ["patient_id", "n_images", "n_duplicates", "n_studies", "study_strata", "majority_stratum",
-                    "majority_share", "majority_probability", "majority_tie", "tied_strata", "stratum_changed",
-                    "studies_with_disagreement", "n_outliers"]
+# column of strata_per_patient.csv: the header shown (short, so that the table fits the page)
+_PATIENT_COLUMNS = {
+    "patient_id": "patient", "n_images": "images", "n_duplicates": "copies", "n_studies": "studies",
+    "study_strata": "study_strata (date:stratum)", "majority_stratum": "majority stratum",
+    "majority_share": "majority_share", "majority_probability": "majority_probability", "majority_tie": "tie",
+    "tied_strata": "tied strata", "stratum_changed": "changed", "studies_with_disagreement": "disagreeing studies",
+    "n_outliers": "outliers",
+}
 
 
 def _patient_table(title: str, section_id: str, patients: Sequence[dict], note: str = "") -> str:
@@ -137,7 +142,8 @@ def _patient_table(title: str, section_id: str, patients: Sequence[dict], note: 
     if note:
         parts.append(f'<p class="note">{note}</p>')
     if patients:
-        parts.append(_table(_PATIENT_COLUMNS, [[p[c] for c in _PATIENT_COLUMNS] for p in patients[:MAX_PATIENT_ROWS]]))
+        rows = [[p[c] for c in _PATIENT_COLUMNS] for p in patients[:MAX_PATIENT_ROWS]]
+        parts.append(_table(list(_PATIENT_COLUMNS.values()), rows))
     if len(patients) > MAX_PATIENT_ROWS:
         parts.append(f'<p class="note">The first {MAX_PATIENT_ROWS} of {len(patients)}; strata_per_patient.csv has '
                      "every patient.</p>")
@@ -168,7 +174,7 @@ def render_report_html(
     counts, outlier, model = report["counts"], report["outlier"], report["model"]
     names = model["strata_names"]
     k = model["num_strata"]
-    empty = f"{counts['strata_empty']} of the model's {k} empty" if counts["strata_empty"] else f"all {k} of the model's"
+    empty = f"of the model's {k}, {counts['strata_empty'] or 'none'} empty"
     duplicates = counts["duplicates"] if report["options"].get("duplicates_checked") else "not checked"
     cards = [
         ("files found", counts["files"], ""), ("images processed", counts["processed"], ""),

@@ -122,7 +122,7 @@ def _thumbnail(dataset: CohortDataset, assignment: StrataAssignment, rows: Seque
     # which the page upscales without smoothing
     item = dataset[int(assignment.indices[position])]
     row = rows[position]
-    caption = f"{row['image_id']}, similarity {row['similarity']:.3f}"
+    caption = f"similarity {row['similarity']:.3f}, patient {row['patient_id'] or '?'}"
     return (caption, data_uri(image_png(item["image"]))) if item["ok"] else None
 
 
