@@ -30,6 +30,7 @@ from monai_cae.reports import (
     image_png,
     image_rows,
     makeup_value,
+    outlier_threshold,
     patient_rows,
     read_stratum_names,
     render_report_html,
@@ -421,3 +422,19 @@ def test_page_stays_bounded_for_a_large_archive() -> None:
     assert html.count("<img") <= 2 * k + 2 * 6 * k + 24 + 1
     assert html.count("<tr>") < 3 * 200 + 100  # three patient tables of at most 200 rows, and the small tables
     assert "The first 200 of" in html
+
+
+@pytest.mark.parametrize(
+    "given, source", [(0.5, "fixed"), (OutlierThreshold(0.5, "reference", 1.0), "training"), (None, "cohort")]
+)
+def test_a_threshold_given_with_its_origin_is_reported_as_such(given, source) -> None:
+    similarities = np.linspace(0.0, 1.0, 101)
+    chosen = outlier_threshold(similarities, given, 1.0)
+    report = report_content(make_rows([{"patient": "P", "study": "s", "stratum": 0}], 2, threshold=chosen), 2, chosen)
+    assert report["outlier"]["source"] == source and chosen.value == pytest.approx(0.5 if given else 0.01)
+
+
+@pytest.mark.parametrize("given, match", [(1.5, r"\[-1, 1\]"), (OutlierThreshold(0.5, "training", 1.0), "source")])
+def test_an_invalid_threshold_is_named(given, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        outlier_threshold(np.zeros(3), given)

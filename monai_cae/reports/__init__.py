@@ -16,6 +16,7 @@ from .figures import data_uri, decode_prototypes, image_png, latent_map_png, str
 from .html import render_report_html
 from .overlays import cluster_overlay_png, cluster_overlays, write_cluster_overlays
 from .tables import (
+    OUTLIER_SOURCES,
     PATIENT_COLUMNS,
     OutlierThreshold,
     image_columns,
@@ -33,6 +34,7 @@ from .strata_names import STRATA_NAMES_FILE, read_stratum_names, strata_names_pa
 
 __all__ = [
     "MAKEUP_FIELDS",
+    "OUTLIER_SOURCES",
     "PATIENT_COLUMNS",
     "REPORT_FILES",
     "STRATA_NAMES_FILE",

@@ -47,6 +47,8 @@ DOMINANT_MIN_IMAGES = 5
 """A value dominates a stratum of at least :data:`DOMINANT_MIN_IMAGES` films when it is at least
 :data:`DOMINANT_SHARE` of the stratum and at least :data:`DOMINANT_LIFT` times its share of the archive: such a
 stratum may only separate scanners, views or sites, which is a finding in itself."""
+# the reference images are the training run's (its prototypes/embeddings.npy): a reader is told so
+REPORTED_SOURCES = {"fixed": "fixed", "reference": "training", "cohort": "cohort"}
 MAKEUP_TOP = 6  # values listed per field; the rest are summed as "other"
 
 
@@ -204,7 +206,7 @@ def outlier_description(threshold: OutlierThreshold) -> str:
     """One sentence on where the outlier threshold comes from and what it therefore means."""
     if threshold.source == "fixed":
         return "a fixed threshold given for this report"
-    if threshold.source == "training":
+    if threshold.source == "reference":
         return (f"percentile {threshold.percentile:g} of the training images' similarities: an outlier is less "
                 f"typical than all but {threshold.percentile:g} % of the images the model was trained on")
     return (f"percentile {threshold.percentile:g} of this cohort's own similarities, for want of the training "
@@ -231,7 +233,8 @@ def report_content(
     Args:
         rows: image rows (:func:`~monai_cae.reports.image_rows`).
         k: number of strata of the model.
-        threshold: the outlier threshold used for ``rows``.
+        threshold: the outlier threshold used for ``rows``; ``report["outlier"]["source"]`` is ``"training"`` for a
+            reference threshold, ``"cohort"`` or ``"fixed"``, and ``["description"]`` says what that means.
         latent_size: the model's latent size.
         files: files found in the archive (the processed images when ``None``).
         skipped_by_reason: skipped files per reason code.
@@ -296,7 +299,8 @@ def report_content(
             "skipped_by_reason": skipped_by_reason,
         },
         "outlier": {
-            "threshold": threshold.value, "source": threshold.source, "percentile": threshold.percentile,
+            "threshold": threshold.value, "source": REPORTED_SOURCES[threshold.source],
+            "percentile": threshold.percentile,
             "description": outlier_description(threshold), "n_outliers": n_outliers,
             "gallery": [rows[i]["image_id"] for i in outlier_gallery(rows, max_outliers)],
         },

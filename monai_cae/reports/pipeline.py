@@ -16,6 +16,7 @@ from monai_cae.engines.strata import StrataAssignment, assign_strata
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
 from .duplicates import DigestingLoader
+from .tables import OutlierThreshold
 from .strata_names import read_stratum_names
 from .writer import check_output_dir, write_report
 
@@ -74,7 +75,7 @@ def generate_report(
     pseudonymize_key: str | None = None,
     overwrite: bool = False,
     thumbnails: bool = True,
-    outlier_threshold: float | None = None,
+    outlier_threshold: float | OutlierThreshold | None = None,
     outlier_percentile: float = 1.0,
     reference_embeddings: str | np.ndarray | None = None,
     cache_dir: str | None = None,
@@ -106,7 +107,8 @@ def generate_report(
         thumbnails: put example images in the page.
         outlier_threshold, outlier_percentile, reference_embeddings: outlier flag (see
             :func:`~monai_cae.reports.outlier_threshold`); ``reference_embeddings`` (the training run's latents, an
-            array or ``.npy`` path) makes the threshold come from training, which the report states.
+            array or ``.npy`` path), or ``OutlierThreshold(value, "reference", percentile)`` for a training percentile
+            kept with the model, makes the threshold come from training, which the report states.
         cache_dir: optional cache of preprocessed images.
         batch_size: images per batch.
         num_workers: loader processes; one per CPU when ``None`` (see :func:`~monai_cae.data.default_num_workers`).

@@ -14,6 +14,7 @@ from monai_cae.data.manifest import ManifestEntry
 from monai_cae.engines.strata import StrataAssignment
 
 __all__ = [
+    "OUTLIER_SOURCES",
     "image_columns",
     "PATIENT_COLUMNS",
     "OutlierThreshold",
@@ -54,14 +55,18 @@ def image_columns(k: int) -> list[str]:
     ]
 
 
+OUTLIER_SOURCES = ("fixed", "reference", "cohort")
+
+
 @dataclass
 class OutlierThreshold:
     """Cosine similarity to the nearest prototype below which an image is flagged as an outlier.
 
     Attributes:
         value: the threshold.
-        source: ``"fixed"``, ``"training"`` (a percentile of the reference embeddings' similarities: the training
-            set's) or ``"cohort"`` (a percentile of the cohort's own similarities).
+        source: ``"fixed"``, ``"reference"`` (a percentile of the reference embeddings' similarities: the training
+            set's, so that reports call it ``"training"``) or ``"cohort"`` (a percentile of the cohort's own
+            similarities).
         percentile: the percentile used, or ``None`` for a fixed threshold.
     """
 
@@ -117,7 +122,7 @@ def reference_similarities(
 
 def outlier_threshold(
     similarities: np.ndarray,
-    threshold: float | None = None,
+    threshold: float | OutlierThreshold | None = None,
     percentile: float = 1.0,
     reference_similarities: np.ndarray | None = None,
 ) -> OutlierThreshold:
@@ -129,7 +134,9 @@ def outlier_threshold(
 
     Args:
         similarities: ``(N,)`` nearest-prototype similarities of the cohort.
-        threshold: fixed cosine similarity in [-1, 1]; wins when given.
+        threshold: fixed cosine similarity in [-1, 1], or an :class:`OutlierThreshold` whose value came from
+            elsewhere (e.g. ``OutlierThreshold(v, "reference", 1.0)`` for a training percentile kept with the model);
+            wins when given.
         percentile: percentile in [0, 100].
         reference_similarities: nearest-prototype similarities of reference images.
 
@@ -140,13 +147,16 @@ def outlier_threshold(
         ValueError: for a threshold outside [-1, 1] or a percentile outside [0, 100].
     """
     if threshold is not None:
-        if not -1.0 <= threshold <= 1.0:
-            raise ValueError(f"outlier_threshold must be a cosine similarity in [-1, 1], got {threshold}.")
-        return OutlierThreshold(float(threshold), "fixed", None)
+        chosen = threshold if isinstance(threshold, OutlierThreshold) else OutlierThreshold(threshold, "fixed", None)
+        if not -1.0 <= chosen.value <= 1.0:
+            raise ValueError(f"outlier_threshold must be a cosine similarity in [-1, 1], got {chosen.value}.")
+        if chosen.source not in OUTLIER_SOURCES:
+            raise ValueError(f"outlier threshold source must be one of {OUTLIER_SOURCES}, got {chosen.source!r}.")
+        return chosen
     if not 0.0 <= percentile <= 100.0:
         raise ValueError(f"outlier_percentile must be in [0, 100], got {percentile}.")
     if reference_similarities is not None and len(reference_similarities):
-        return OutlierThreshold(float(np.percentile(reference_similarities, percentile)), "training", percentile)
+        return OutlierThreshold(float(np.percentile(reference_similarities, percentile)), "reference", percentile)
     value = float(np.percentile(similarities, percentile)) if len(similarities) else -1.0
     return OutlierThreshold(value, "cohort", percentile)
 

@@ -25,7 +25,7 @@ from .figures import data_uri, decode_prototypes, image_png, latent_map_png, str
 from .html import THUMBNAIL_WIDTH, render_report_html
 from .overlays import cluster_overlays
 from .explain import report_content
-from .tables import PATIENT_COLUMNS, image_columns, image_rows, outlier_threshold, reference_similarities
+from .tables import PATIENT_COLUMNS, OutlierThreshold, image_columns, image_rows, outlier_threshold, reference_similarities
 
 __all__ = ["REPORT_FILES", "NoImagesError", "check_output_dir", "publish_folder", "write_report"]
 
@@ -150,7 +150,7 @@ def write_report(
     overwrite: bool = False,
     thumbnails: bool = True,
     thumbnails_per_stratum: int = 6,
-    outlier_threshold_value: float | None = None,
+    outlier_threshold_value: float | OutlierThreshold | None = None,
     outlier_percentile: float = 1.0,
     reference_embeddings: str | np.ndarray | None = None,
     device: torch.device | str = "cpu",
@@ -184,7 +184,8 @@ def write_report(
         thumbnails: put images in the page: each stratum's exemplars and least typical members, and the outliers
             (off when burnt-in text could identify).
         thumbnails_per_stratum: exemplars, and least typical members, per stratum.
-        outlier_threshold_value: fixed cosine-similarity threshold for outliers (see
+        outlier_threshold_value: fixed cosine-similarity threshold for outliers, or an
+            :class:`~monai_cae.reports.OutlierThreshold` that says where it came from (see
             :func:`~monai_cae.reports.outlier_threshold`).
         outlier_percentile: percentile of the reference (else cohort) similarities used as threshold.
         reference_embeddings: ``(N, D)`` reference latents or a ``.npy`` path, e.g. the training run's
