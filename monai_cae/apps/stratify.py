@@ -33,8 +33,9 @@ import monai.bundle
 import torch
 
 from monai_cae.data.dicom import RADIOGRAPH_MODALITIES
-from monai_cae.engines.model_card import load_trained_model, model_card_path, read_model_card
+from monai_cae.engines.model_card import load_trained_model, model_card_path
 from monai_cae.reports.pipeline import generate_report
+from monai_cae.reports.tables import training_outlier_threshold
 from monai_cae.reports.writer import NoImagesError, check_output_dir
 
 __all__ = ["SIZE_PRESETS", "default_bundle", "main", "parse_args", "train_on_archive"]
@@ -162,10 +163,10 @@ def _training_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
-def _describe_outliers(report: dict, card: dict, percentile: float) -> str:
+def _describe_outliers(report: dict, percentile: float) -> str:
     processed = max(int(report["counts"]["processed"]), 1)
     share = 100.0 * int(report["outlier"]["n_outliers"]) / processed
-    if "training_similarity" not in card:
+    if report["outlier"]["source"] != "training":
         return f"{share:.1f} % of the images are outliers (threshold from the archive itself: the model has no card)."
     line = (f"{share:.1f} % of the images are outliers, against {percentile:g} % of the training images "
             "(below the training's similarity percentile)")
@@ -204,15 +205,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 train_on_archive(args.archive, args.output_dir, args.img_size, args.bundle, args.resume,
                                  not args.quiet, **_training_overrides(args))
         device = torch.device(args.device)
-        card = read_model_card(model_path)
         network = load_trained_model(model_path, device, img_size=args.img_size)
-        # the model card keeps the training images' similarity percentiles: the outlier scale of the training
-        threshold = card.get("training_similarity", {}).get("percentiles", {}).get(f"{args.outlier_percentile:g}")
         report = generate_report(
             network, args.archive, report_dir, img_size=network.encoder.img_size, modalities=_filter(args.modalities),
             views=_filter(args.views), body_parts=_filter(args.body_parts), pseudonymize_key=key,
             overwrite=args.overwrite or args.resume, thumbnails=not args.no_thumbnails,
-            outlier_threshold=threshold, outlier_percentile=args.outlier_percentile,
+            outlier_threshold=training_outlier_threshold(model_path, args.outlier_percentile),
+            outlier_percentile=args.outlier_percentile, model_path=model_path,
             cache_dir=os.path.join(args.output_dir, "train", "cache") if args.model is None else None,
             num_workers=args.num_workers, device=device, model_name=os.path.basename(model_path),
             progress=not args.quiet,
@@ -228,8 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = report["counts"]
     print(
         f"report written to {os.path.abspath(report_dir)}: {counts['processed']} images of {counts['patients']} "
-        f"patients in {report['model']['num_strata']} strata, {counts['skipped']} files skipped (see skipped.csv). "
-        + _describe_outliers(report, card, args.outlier_percentile)
+        f"patients in {counts['strata_non_empty']} strata (of the model's {report['model']['num_strata']}), "
+        f"{counts['skipped']} files skipped (see skipped.csv). "
+        + _describe_outliers(report, args.outlier_percentile)
     )
     return 0
 

@@ -10,6 +10,7 @@ from .model_card import (
     load_trained_model,
     model_card_path,
     read_model_card,
+    training_similarity_percentile,
     write_model_card,
 )
 from .rng_state import RNGState
@@ -38,6 +39,7 @@ __all__ = [
     "load_trained_model",
     "model_card_path",
     "read_model_card",
+    "training_similarity_percentile",
     "write_model_card",
     "model_digest",
     "shard_range",

@@ -26,6 +26,7 @@ __all__ = [
     "load_trained_model",
     "model_card_path",
     "read_model_card",
+    "training_similarity_percentile",
     "write_model_card",
 ]
 
@@ -62,6 +63,19 @@ def read_model_card(ckpt_path: str) -> dict[str, Any]:
     if not isinstance(card, dict) or not isinstance(card.get("network"), dict):
         raise ValueError(f"the model card {path} has no 'network' entry: it was not written by monai_cae.")
     return card
+
+
+def training_similarity_percentile(card: dict[str, Any], percentile: float) -> float | None:
+    """The training images' similarity to their nearest prototype at ``percentile``, as the card keeps it.
+
+    Args:
+        card: a model card (:func:`read_model_card`).
+        percentile: one of :data:`REFERENCE_PERCENTILES`.
+
+    Returns:
+        The similarity, or ``None`` when the card has no such percentile (then a report falls back to the cohort).
+    """
+    return card.get("training_similarity", {}).get("percentiles", {}).get(f"{percentile:g}")
 
 
 def write_model_card(

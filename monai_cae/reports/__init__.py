@@ -26,6 +26,7 @@ from .tables import (
     patient_rows,
     reference_similarities,
     stratum_transitions,
+    training_outlier_threshold,
     vote,
 )
 from .writer import REPORT_FILES, NoImagesError, check_output_dir, publish_folder, write_report
@@ -51,6 +52,7 @@ __all__ = [
     "generate_report",
     "image_columns",
     "image_digest",
+    "training_outlier_threshold",
     "image_png",
     "image_rows",
     "latent_map_png",

@@ -28,11 +28,11 @@ import torch
 
 from monai_cae.data.dicom import RADIOGRAPH_MODALITIES
 from monai_cae.data.manifest import CHEST_BODY_PARTS
-from monai_cae.engines.strata import load_model
-from monai_cae.networks.nets import ContrastiveAutoEncoder
+from monai_cae.engines.model_card import load_trained_model
 
 from .pipeline import generate_report
 from .strata_names import read_stratum_names, write_stratum_names
+from .tables import OutlierThreshold, training_outlier_threshold
 from .writer import NoImagesError
 
 __all__ = ["main", "parse_args"]
@@ -52,7 +52,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="archive folder (DICOM with or without .dcm, NIfTI, PNG/JPEG), recursive")
     parser.add_argument("output_dir", nargs="?", help="report folder to create")
     parser.add_argument("--model", required=True, help="trained model.pt (state dict with prototypes)")
-    parser.add_argument("--img-size", type=int, default=28, help="the model's input size (default 28)")
+    parser.add_argument("--img-size", type=int, default=None,
+                        help="the model's input size, for a model without model.json beside it (default 28)")
     parser.add_argument("--latent-size", type=int, default=128, help="the model's latent size (default 128)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report")
     key = parser.add_mutually_exclusive_group()
@@ -96,6 +97,14 @@ def _name_strata(model_path: str, names: Sequence[Sequence[str]]) -> dict[int, s
     return write_stratum_names(model_path, updated)
 
 
+def outlier_threshold(args: argparse.Namespace) -> float | OutlierThreshold | None:
+    """The outlier threshold of a run: ``--outlier-threshold``; else, without ``--reference-embeddings``, the training
+    images' similarity percentile that the model card keeps; else ``None`` (the reference or the cohort decides)."""
+    if args.outlier_threshold is not None or args.reference_embeddings is not None:
+        return args.outlier_threshold
+    return training_outlier_threshold(args.model, args.outlier_percentile)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command.
 
@@ -119,13 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not key:
                 raise ValueError(f"the key file {args.pseudonymize_key_file} is empty.")
         device = torch.device(args.device)
-        network = load_model(
-            ContrastiveAutoEncoder(img_size=args.img_size, latent_size=args.latent_size), args.model, device
+        network = load_trained_model(
+            args.model, device, img_size=args.img_size or 28, latent_size=args.latent_size
         )
         report = generate_report(
-            network, args.input_dir, args.output_dir, img_size=args.img_size, modalities=_filter(args.modalities),
-            views=_filter(args.views), body_parts=_filter(args.body_parts), pseudonymize_key=key,
-            overwrite=args.overwrite, thumbnails=not args.no_thumbnails, outlier_threshold=args.outlier_threshold,
+            network, args.input_dir, args.output_dir, img_size=network.encoder.img_size,
+            modalities=_filter(args.modalities), views=_filter(args.views), body_parts=_filter(args.body_parts),
+            pseudonymize_key=key, overwrite=args.overwrite, thumbnails=not args.no_thumbnails,
+            outlier_threshold=outlier_threshold(args),
             outlier_percentile=args.outlier_percentile, reference_embeddings=args.reference_embeddings,
             cache_dir=args.cache_dir, batch_size=args.batch_size, num_workers=args.num_workers, device=device,
             model_name=os.path.basename(args.model), progress=not args.quiet, model_path=args.model,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from monai_cae.data.manifest import ManifestEntry
+from monai_cae.engines.model_card import read_model_card, training_similarity_percentile
 from monai_cae.engines.strata import StrataAssignment
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "nearest_similarity",
     "outlier_threshold",
     "patient_rows",
+    "training_outlier_threshold",
     "reference_similarities",
     "stratum_transitions",
     "vote",
@@ -118,6 +120,20 @@ def reference_similarities(
             f"reference_embeddings must be (N, {prototypes.shape[1]}) latents, got shape {reference.shape}."
         )
     return nearest_similarity(reference, prototypes)
+
+
+def training_outlier_threshold(model_path: str, percentile: float) -> OutlierThreshold | None:
+    """The outlier threshold the model's training images give: their similarity percentile kept in its card.
+
+    Args:
+        model_path: the trained ``model.pt`` (its ``model.json`` beside it).
+        percentile: the percentile (one the card keeps, e.g. 1).
+
+    Returns:
+        A ``"reference"`` threshold, or ``None`` for a model without card or without that percentile.
+    """
+    value = training_similarity_percentile(read_model_card(model_path), percentile)
+    return None if value is None else OutlierThreshold(value, "reference", percentile)
 
 
 def outlier_threshold(
