@@ -241,7 +241,8 @@ def test_resume_continues_a_killed_run(real_archive: str, tmp_path) -> None:
     checkpoints = out / "train" / "checkpoints"
     try:
         deadline = time.monotonic() + 240
-        while not glob.glob(str(checkpoints / "checkpoint_epoch=*.pt")) and time.monotonic() < deadline:
+        # two checkpoints: the older one is complete, whatever the kill interrupts
+        while len(glob.glob(str(checkpoints / "checkpoint_epoch=*.pt"))) < 2 and time.monotonic() < deadline:
             assert process.poll() is None, "the run ended before it could be killed"
             time.sleep(0.05)
     finally:

@@ -34,6 +34,7 @@ import torch
 
 from monai_cae.data.dicom import RADIOGRAPH_MODALITIES
 from monai_cae.engines.model_card import load_trained_model, model_card_path
+from monai_cae.handlers import latest_checkpoint
 from monai_cae.reports.pipeline import generate_report
 from monai_cae.reports.tables import training_outlier_threshold
 from monai_cae.reports.writer import NoImagesError, check_output_dir
@@ -94,8 +95,8 @@ def train_on_archive(
             f"{os.path.abspath(run_dir)} already holds a training run: pass --resume to continue it, or choose "
             "another output folder."
         )
-    if resume and not has_checkpoints:
-        raise FileNotFoundError(f"--resume: no checkpoint to continue from in {os.path.abspath(checkpoints)}.")
+    if resume:
+        latest_checkpoint(checkpoints)  # names the folder when no complete checkpoint is there
     monai.bundle.run(
         "training", config_file=config_files, meta_file=os.path.join(bundle, "configs", "metadata.json"),
         logging_file=os.path.join(bundle, "configs", "logging.conf"), bundle_root=bundle, dataset_dir=archive,
