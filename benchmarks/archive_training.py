@@ -26,9 +26,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
-from common import environment, save_json
+from common import environment, save_json, second_epoch_seconds
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO_ROOT, "bundles", "cae", "configs")
@@ -37,9 +36,7 @@ CONFIGS = os.path.join(REPO_ROOT, "bundles", "cae", "configs")
 def epoch_seconds(archive: str, img_size: int, cache: bool, work_dir: str) -> dict:
     """Seconds of the second phase-1 epoch of the bundle's trainer on ``archive``, and this process's peak RSS."""
     import torch
-    from ignite.engine import Events
     from monai.bundle import ConfigParser
-    from monai.utils import set_determinism
 
     parser = ConfigParser()
     files = [os.path.join(CONFIGS, "train.json"), os.path.join(CONFIGS, "archive.json")]
@@ -48,21 +45,14 @@ def epoch_seconds(archive: str, img_size: int, cache: bool, work_dir: str) -> di
     parser.read_config(files)
     overrides = {
         "bundle_root": os.path.join(REPO_ROOT, "bundles", "cae"), "dataset_dir": archive, "img_size": img_size,
-        "output_dir": work_dir, "model_dir": work_dir, "progress": False, "max_epochs": 2, "warmup_epochs": 2,
+        "output_dir": work_dir, "model_dir": work_dir, "progress": False, "warmup_epochs": 2,
         "cache_dir": os.path.join(work_dir, "cache") if cache else None,
-        # the learning-rate schedule only: validation, logging and checkpoints are not what is measured
-        "train#trainer#train_handlers": "$[@train#handlers#0]",
     }
     for key, value in overrides.items():
         parser[key] = value
-    set_determinism(seed=0)
-    trainer = parser.get_parsed_content("train#trainer")
-    marks: dict[str, float] = {}
-    trainer.add_event_handler(Events.EPOCH_STARTED(once=2), lambda: marks.setdefault("start", time.perf_counter()))
-    trainer.add_event_handler(Events.EPOCH_COMPLETED(once=2), lambda: marks.setdefault("end", time.perf_counter()))
-    trainer.run()
-    seconds = marks["end"] - marks["start"]
-    images = trainer.state.epoch_length * parser.get_parsed_content("train#dataloader").batch_size
+    seconds = second_epoch_seconds(parser)
+    loader = parser.get_parsed_content("train#dataloader")
+    images = len(loader) * loader.batch_size
     return {"img_size": img_size, "cache": cache, "epoch_seconds": seconds, "images_per_second": images / seconds,
             "images_per_epoch": images, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "torch_threads": torch.get_num_threads()}

@@ -7,7 +7,7 @@ import os
 import platform
 import sys
 
-__all__ = ["environment", "save_json"]
+__all__ = ["environment", "save_json", "second_epoch_seconds"]
 
 
 def environment() -> dict:
@@ -29,3 +29,34 @@ def save_json(result: dict, path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
+
+
+def second_epoch_seconds(parser) -> float:
+    """Run the bundle's ``train#trainer`` of a parsed config (two epochs) and time its second epoch.
+
+    The first epoch warms up the allocator and the loader (and fills an archive's cache); the second is what every
+    later epoch costs. Only the learning-rate schedule stays attached: validation, logging and checkpoints are not
+    what is measured.
+
+    Args:
+        parser: a ``monai.bundle.ConfigParser`` holding ``train.json`` and its overrides.
+
+    Returns:
+        Seconds of the second epoch.
+    """
+    # imported here: the cohort benchmark's parent process must stay without torch (see environment)
+    import time
+
+    from ignite.engine import Events
+    from monai.utils import set_determinism
+
+    parser["max_epochs"] = 2
+    parser["train#trainer#max_epochs"] = 2
+    parser["train#trainer#train_handlers"] = "$[@train#handlers#0]"
+    set_determinism(seed=0)
+    trainer = parser.get_parsed_content("train#trainer")
+    marks: dict[str, float] = {}
+    trainer.add_event_handler(Events.EPOCH_STARTED(once=2), lambda: marks.setdefault("start", time.perf_counter()))
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(once=2), lambda: marks.setdefault("end", time.perf_counter()))
+    trainer.run()
+    return marks["end"] - marks["start"]

@@ -23,17 +23,15 @@ import tempfile
 import time
 
 import numpy as np
-from ignite.engine import Events
 from monai.bundle import ConfigParser
 from monai.data import DataLoader
-from monai.utils import set_determinism
 
 from monai_cae.clustering import elbow_kmeans
 from monai_cae.data import make_dataset
 from monai_cae.engines import embed_dataset, load_model
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
-from common import environment, save_json
+from common import environment, save_json, second_epoch_seconds
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_CONFIG = os.path.join(REPO_ROOT, "bundles", "cae", "configs", "train.json")
@@ -46,22 +44,14 @@ def epoch_seconds(scale: int, dataset_dir: str) -> dict:
         parser.read_config(TRAIN_CONFIG)
         overrides = {
             "dataset_dir": dataset_dir, "output_dir": output_dir, "model_dir": output_dir, "progress": False,
-            "train#trainer#max_epochs": 2, "warmup_epochs": 2,
+            "warmup_epochs": 2,
             "train#dataset": "$torch.utils.data.ConcatDataset([monai_cae.data.make_dataset(@dataset_name, 'train', "
                              f"@dataset_dir, @img_size)] * {scale})",
-            # the learning-rate schedule only: validation, logging and checkpoints cost the same at every scale
-            "train#trainer#train_handlers": "$[@train#handlers#0]",
         }
         for key, value in overrides.items():
             parser[key] = value
-        set_determinism(seed=0)
-        trainer = parser.get_parsed_content("train#trainer")
-        marks: dict[str, float] = {}
-        trainer.add_event_handler(Events.EPOCH_STARTED(once=2), lambda: marks.setdefault("start", time.perf_counter()))
-        trainer.add_event_handler(Events.EPOCH_COMPLETED(once=2), lambda: marks.setdefault("end", time.perf_counter()))
-        trainer.run()
+        seconds = second_epoch_seconds(parser)
         images = len(parser.get_parsed_content("train#dataset"))
-    seconds = marks["end"] - marks["start"]
     return {"scale": scale, "images": images, "seconds_per_epoch": seconds, "images_per_second": images / seconds}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ import torch
 from PIL import Image
 
 from monai_cae.apps.stratify import main as stratify_main
+from monai_cae.reports.cli import main as report_main
 from monai_cae.data import ArchiveDataset, ImageFolderDataset, ManifestEntry, make_dataset, patient_key, split_patients
 from monai_cae.engines import load_trained_model, read_model_card
 from monai_cae.evaluation import permutation_nmi
@@ -190,6 +192,11 @@ def test_bundle_trains_on_an_archive_at_clinical_sizes(real_archive: str, tmp_pa
     assert network.encoder.feature_shapes[-1] == ((3, 3) if img_size == 28 else (4, 4))
     # validation without labels ran: the label-free measures are logged, no kNN probe
     assert "alignment" in code.stderr + code.stdout and "knn_accuracy" not in code.stderr + code.stdout
+    # the report needs no --img-size: the model says it, and its training images set the outlier scale
+    assert report_main([str(archive), str(run / "report"), "--model", str(run / "model" / "model.pt"), "--quiet",
+                        "--num-workers", "0"]) == 0
+    with open(run / "report" / "report.json") as f:
+        assert json.load(f)["outlier"]["source"] == "training"
 
 
 def test_a_model_without_card_at_another_size_is_named(tmp_path) -> None:

@@ -20,7 +20,6 @@ import nibabel
 import numpy as np
 import pydicom
 import pytest
-import torch
 from pydicom.data import get_testdata_file
 from pydicom.uid import GrayscaleSoftcopyPresentationStateStorage, MPEG4HP41, generate_uid
 from sklearn.metrics import normalized_mutual_info_score

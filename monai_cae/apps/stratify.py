@@ -35,6 +35,7 @@ import torch
 from monai_cae.data.dicom import RADIOGRAPH_MODALITIES
 from monai_cae.engines.model_card import load_trained_model, model_card_path
 from monai_cae.handlers import latest_checkpoint
+from monai_cae.reports.cli import pseudonymize_key, selection
 from monai_cae.reports.pipeline import generate_report
 from monai_cae.reports.tables import training_outlier_threshold
 from monai_cae.reports.writer import NoImagesError, check_output_dir
@@ -146,13 +147,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _filter(values: Sequence[str] | None) -> list[str] | None:
-    return None if values is None or [v.lower() for v in values] == ["any"] else list(values)
-
-
 def _training_overrides(args: argparse.Namespace) -> dict:
-    overrides: dict = {"seed": args.seed, "modalities": _filter(args.modalities), "views": _filter(args.views),
-                       "body_parts": _filter(args.body_parts), "device": torch.device(args.device)}
+    overrides: dict = {"seed": args.seed, "modalities": selection(args.modalities), "views": selection(args.views),
+                       "body_parts": selection(args.body_parts), "device": torch.device(args.device)}
     if args.epochs is not None:
         overrides["max_epochs"] = args.epochs
         overrides["warmup_epochs"] = args.warmup_epochs if args.warmup_epochs is not None else args.epochs // 2
@@ -188,12 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     report_dir = os.path.join(args.output_dir, "report")
     try:
-        key = args.pseudonymize
-        if args.pseudonymize_key_file:
-            with open(args.pseudonymize_key_file, encoding="utf-8") as f:
-                key = f.read().strip()
-            if not key:
-                raise ValueError(f"the key file {args.pseudonymize_key_file} is empty.")
+        key = pseudonymize_key(args)
         if not os.path.isdir(args.archive):
             raise FileNotFoundError(f"archive folder not found: {os.path.abspath(args.archive)}.")
         check_output_dir(report_dir, args.overwrite or args.resume)
@@ -208,8 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = torch.device(args.device)
         network = load_trained_model(model_path, device, img_size=args.img_size)
         report = generate_report(
-            network, args.archive, report_dir, img_size=network.encoder.img_size, modalities=_filter(args.modalities),
-            views=_filter(args.views), body_parts=_filter(args.body_parts), pseudonymize_key=key,
+            network, args.archive, report_dir, img_size=network.encoder.img_size, modalities=selection(args.modalities),
+            views=selection(args.views), body_parts=selection(args.body_parts), pseudonymize_key=key,
             overwrite=args.overwrite or args.resume, thumbnails=not args.no_thumbnails,
             outlier_threshold=training_outlier_threshold(model_path, args.outlier_percentile),
             outlier_percentile=args.outlier_percentile, model_path=model_path,

@@ -13,7 +13,6 @@ from monai.utils import optional_import
 from tqdm.auto import tqdm
 
 from .dicom import (
-    HEADER_FIELDS,
     RADIOGRAPH_MODALITIES,
     UnusableImageError,
     dicom_image_problem,

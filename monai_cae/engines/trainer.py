@@ -99,12 +99,12 @@ class CAETrainer(SupervisedTrainer):
     ) -> None:
         if not 0 <= warmup_epochs <= max_epochs:
             raise ValueError(f"warmup_epochs must be in [0, max_epochs={max_epochs}], got {warmup_epochs}.")
-        if epoch_length is None and hasattr(train_data_loader, "__len__") and len(train_data_loader) == 0:
+        dataset = getattr(train_data_loader, "dataset", None)
+        if epoch_length is None and dataset is not None and len(train_data_loader) == 0:
             # a drop_last loader over fewer images than one batch: Ignite would stop with an unclear message
-            dataset = getattr(train_data_loader, "dataset", None)
             raise ValueError(
-                f"the training loader yields no batch: {len(dataset) if dataset is not None else 'too few'} images "
-                f"for batch_size {getattr(train_data_loader, 'batch_size', '?')} with drop_last; lower --batch_size."
+                f"the training loader yields no batch: {len(dataset)} images for batch_size "
+                f"{train_data_loader.batch_size} with drop_last; lower --batch_size."
             )
         super().__init__(
             device=device,

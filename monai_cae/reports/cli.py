@@ -35,11 +35,11 @@ from .strata_names import read_stratum_names, write_stratum_names
 from .tables import OutlierThreshold, training_outlier_threshold
 from .writer import NoImagesError
 
-__all__ = ["main", "parse_args"]
+__all__ = ["main", "outlier_threshold", "parse_args", "pseudonymize_key", "selection"]
 
 
-def _filter(values: Sequence[str] | None) -> list[str] | None:
-    # "any" switches a filter off
+def selection(values: Sequence[str] | None) -> list[str] | None:
+    """A DICOM filter from the command line: the values given, or ``None`` (no filter) for none or ``any``."""
     return None if values is None or [v.lower() for v in values] == ["any"] else list(values)
 
 
@@ -97,6 +97,22 @@ def _name_strata(model_path: str, names: Sequence[Sequence[str]]) -> dict[int, s
     return write_stratum_names(model_path, updated)
 
 
+def pseudonymize_key(args: argparse.Namespace) -> str | None:
+    """The HMAC key of ``--pseudonymize KEY`` or ``--pseudonymize-key-file FILE``, ``None`` without either.
+
+    Raises:
+        ValueError: for an empty key file.
+        OSError: for a key file that cannot be read.
+    """
+    if not args.pseudonymize_key_file:
+        return args.pseudonymize
+    with open(args.pseudonymize_key_file, encoding="utf-8") as f:
+        key = f.read().strip()
+    if not key:
+        raise ValueError(f"the key file {args.pseudonymize_key_file} is empty.")
+    return key
+
+
 def outlier_threshold(args: argparse.Namespace) -> float | OutlierThreshold | None:
     """The outlier threshold of a run: ``--outlier-threshold``; else, without ``--reference-embeddings``, the training
     images' similarity percentile that the model card keeps; else ``None`` (the reference or the cohort decides)."""
@@ -121,19 +137,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"strata of {args.model}: " + ("; ".join(f"{j} = {n}" for j, n in named.items()) or "no names"))
             if args.input_dir is None:
                 return 0
-        key = args.pseudonymize
-        if args.pseudonymize_key_file:
-            with open(args.pseudonymize_key_file, encoding="utf-8") as f:
-                key = f.read().strip()
-            if not key:
-                raise ValueError(f"the key file {args.pseudonymize_key_file} is empty.")
+        key = pseudonymize_key(args)
         device = torch.device(args.device)
         network = load_trained_model(
             args.model, device, img_size=args.img_size or 28, latent_size=args.latent_size
         )
         report = generate_report(
             network, args.input_dir, args.output_dir, img_size=network.encoder.img_size,
-            modalities=_filter(args.modalities), views=_filter(args.views), body_parts=_filter(args.body_parts),
+            modalities=selection(args.modalities), views=selection(args.views), body_parts=selection(args.body_parts),
             pseudonymize_key=key, overwrite=args.overwrite, thumbnails=not args.no_thumbnails,
             outlier_threshold=outlier_threshold(args),
             outlier_percentile=args.outlier_percentile, reference_embeddings=args.reference_embeddings,

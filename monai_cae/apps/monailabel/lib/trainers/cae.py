@@ -55,7 +55,7 @@ class CAETrain(BundleTrainTask):
         options = super().config()
         options.pop("val_split", None)  # no labels, so no validation split
         options.update(
-            max_epochs=int(self.bundle_config.get("train#trainer#max_epochs")),
+            max_epochs=int(self.bundle_config.get("max_epochs")),
             warmup_epochs=int(self.bundle_config.get("warmup_epochs")),
             dataset=list(DATASETS),
             run_id="run",
