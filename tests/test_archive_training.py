@@ -210,7 +210,10 @@ def test_a_model_without_card_at_another_size_is_named(tmp_path) -> None:
 
 def test_one_command_from_archive_to_report_on_the_real_cohort(real_archive: str, shared_data: str, tmp_path) -> None:
     out = tmp_path / "out"
-    code = stratify_main([real_archive, str(out), "--img-size", "128", "--epochs", "8", "--quiet", "--num-workers", "0"])
+    # 24 epochs: the view signal of these 110 images is weak and varies with the schedule (README: p = 0.04 at 8
+    # epochs, 0.36 at 16, 0.01 at 24, 0.02 with the preset's 60)
+    code = stratify_main([real_archive, str(out), "--img-size", "128", "--epochs", "24", "--quiet",
+                          "--num-workers", "0"])
     assert code == 0
     with open(out / "report" / "strata_per_image.csv") as f:
         rows = list(csv.DictReader(f))
