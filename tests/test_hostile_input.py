@@ -5,14 +5,20 @@ shared radiographs; the model is a brief real bundle training."""
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
 
+import nibabel
 import numpy as np
+import pydicom
 import pytest
 import torch
+from pydicom.uid import generate_uid
 
+from monai_cae.data import CohortDataset, scan_archive
+from monai_cae.data.dicom import SKIP_REASONS
 from monai_cae.reports.cli import main as report_main
 
 from conftest import REPO_ROOT
@@ -43,6 +49,25 @@ def model(tmp_path_factory, shared_data) -> str:
 def run_report(archive: str, output: str, model: str, *options: str) -> int:
     return report_main([archive, output, "--model", model, "--quiet", "--device", "cpu", "--num-workers", "0",
                         *options])
+
+
+def read_csv(path: str) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def derived_dicom(shared_data: str, path: str, source: str = NIH, **attributes) -> None:
+    """A real radiograph under a new SOPInstanceUID (not a duplicate), with header attributes changed (``None``
+    deletes one)."""
+    ds = pydicom.dcmread(os.path.join(shared_data, "dicom", source))
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    for name, value in attributes.items():
+        if value is None:
+            delattr(ds, name)
+        else:
+            setattr(ds, name, value)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    ds.save_as(path)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -80,3 +105,45 @@ def test_an_unusable_model_file_exits_2_with_a_message(model, shared_data, tmp_p
     assert f"{path} is not a monai_cae model" in err
     assert "weights_only" not in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 8. non-finite pixels
+
+
+def _nifti(value: float):
+    def write(path: str) -> None:
+        pixels = np.random.default_rng(0).random((32, 24)).astype(np.float32)
+        pixels[5, 7] = value
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        nibabel.save(nibabel.Nifti1Image(pixels, np.eye(4)), path)
+
+    return write
+
+
+@pytest.mark.parametrize(
+    "name, write",
+    [("nan.nii.gz", _nifti(np.nan)), ("inf.nii", _nifti(np.inf)), ("minus_inf.nii.gz", _nifti(-np.inf)),
+     ("overflow.dcm", None)],
+)
+def test_non_finite_pixels_are_refused_with_their_reason(shared_data, tmp_path, name, write) -> None:
+    path = str(tmp_path / name)
+    if write is None:  # stored values up to 255 times 1e38 overflow float32
+        derived_dicom(shared_data, path, RescaleSlope=1e38, RescaleIntercept=0)
+    else:
+        write(path)
+    entry = scan_archive(str(tmp_path), progress=False)[0]
+    assert entry.status == "selected"  # the header is fine: only the pixels tell
+    item = CohortDataset([entry], 28)[0]
+    assert (item["ok"], item["reason"]) == (False, "non_finite") and "non-finite" in item["detail"]
+    assert "non_finite" in SKIP_REASONS
+
+
+def test_a_non_finite_image_is_skipped_and_the_report_written(model, shared_data, tmp_path) -> None:
+    archive = tmp_path / "archive"
+    derived_dicom(shared_data, str(archive / "good.dcm"))
+    _nifti(np.nan)(str(archive / "P2" / "nan.nii.gz"))
+    output = str(tmp_path / "out")
+    assert run_report(str(archive), output, model) == 0
+    assert [(r["image_id"], r["reason"]) for r in read_csv(os.path.join(output, "skipped.csv"))] == [
+        (os.path.join("P2", "nan.nii.gz"), "non_finite")]

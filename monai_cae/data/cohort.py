@@ -128,6 +128,10 @@ class LoadRadiographd(MapTransform):
         # numpy on the plain data: torch reductions through MetaTensor cost ms per full-size radiograph
         pixels = np.asarray(image.as_tensor() if hasattr(image, "as_tensor") else image)
         low, high = float(pixels.min()), float(pixels.max())
+        # a NaN makes min and max NaN, an inf is one of them: no second pass over the pixels; caught here, one image
+        # is refused instead of a PCA or a loss failing for the whole run
+        if not np.isfinite([low, high]).all():
+            raise UnusableImageError("non_finite", f"non-finite pixel values (minimum {low:g}, maximum {high:g})")
         if low == high:
             raise UnusableImageError("constant_image", f"every pixel equals {low:g}")
         return image

@@ -74,6 +74,7 @@ SKIP_REASONS = {
     "volume_3d": "3D volume or multi-frame object where a 2D radiograph is expected",
     "empty_image": "zero-sized image",
     "constant_image": "every pixel has the same value",
+    "non_finite": "a pixel is NaN or infinite (a float image with missing values, a rescale that overflows)",
     "duplicate": "SOPInstanceUID already seen in another file",
     "modality": "modality not selected (not a 2D radiograph)",
     "view": "view position not selected",
