@@ -17,13 +17,14 @@ import pytest
 import torch
 from pydicom.uid import generate_uid
 
-from monai_cae.data import CohortDataset, scan_archive
+from monai_cae.data import CohortDataset, decode_dicom, scan_archive
 from monai_cae.data.dicom import SKIP_REASONS
 from monai_cae.reports.cli import main as report_main
 
 from conftest import REPO_ROOT
 
 NIH = "nih_cxr_covid0000.dcm"
+SIIM_MONO1 = "siim_cr_jpeg_baseline_monochrome1.dcm"
 # the shortest real bundle training that discovers prototypes: one warm-up epoch, one conditional epoch
 BRIEF_TRAINING = {
     "train#trainer#max_epochs": 2, "warmup_epochs": 1, "lr_warmup_epochs": 1, "val_interval": 2, "k_values": "[2,3]",
@@ -106,6 +107,19 @@ def test_an_unusable_model_file_exits_2_with_a_message(model, shared_data, tmp_p
     assert "weights_only" not in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# 7. a window of width 0, DICOM named .png
+
+
+@pytest.mark.parametrize("source, function", [(NIH, None), (SIIM_MONO1, None), (NIH, "LINEAR_EXACT")])
+def test_a_window_of_width_0_shows_the_full_range(shared_data, tmp_path, source, function) -> None:
+    path = str(tmp_path / "w0.dcm")
+    extra = {} if function is None else {"VOILUTFunction": function}
+    derived_dicom(shared_data, path, source, WindowCenter=100, WindowWidth=0, **extra)
+    np.testing.assert_array_equal(decode_dicom(path), decode_dicom(path, apply_voi=False))
+    entry = scan_archive(str(tmp_path), progress=False)[0]
+    assert CohortDataset([entry], 28)[0]["ok"]
 
 # ---------------------------------------------------------------------------------------------------------------
 # 8. non-finite pixels

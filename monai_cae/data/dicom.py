@@ -301,11 +301,21 @@ def _has_voi_lut(ds: Dataset) -> bool:
     return bool(items) and None not in (items[0].get("LUTDescriptor"), items[0].get("LUTData"))
 
 
+def _has_window(ds: Dataset) -> bool:
+    # a width pydicom refuses (below 1 for LINEAR, 0 or less otherwise) describes no window: the image is shown in
+    # its full range rather than refused, as viewers do
+    width = ds.get("WindowWidth")
+    if ds.get("WindowCenter") in (None, "") or width in (None, ""):
+        return False
+    first = float(width[0] if isinstance(width, MultiValue) else width)
+    return first >= 1 if str(ds.get("VOILUTFunction", "LINEAR")).upper() == "LINEAR" else first > 0
+
+
 def _output_range(ds: Dataset, apply_voi: bool) -> tuple[float, float]:
     # MONOCHROME1 is inverted about the output range of the last LUT applied (PS3.3 C.7.6.3.1.2, C.11.2.1)
     if apply_voi and _has_voi_lut(ds):  # pydicom prefers the LUT when both are present
         return 0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
-    if apply_voi and "WindowCenter" in ds and "WindowWidth" in ds:
+    if apply_voi and _has_window(ds):
         # a window maps everything below / above it to its y_min / y_max, which pydicom derives from the header
         ends = apply_windowing(np.array([-np.inf, np.inf]), ds)
         return float(ends.min()), float(ends.max())
@@ -318,7 +328,7 @@ def _output_range(ds: Dataset, apply_voi: bool) -> tuple[float, float]:
 
 def _apply_luts(arr: np.ndarray, ds: Dataset, apply_voi: bool) -> np.ndarray:
     out = apply_modality_lut(arr, ds)
-    if apply_voi:
+    if apply_voi and (_has_voi_lut(ds) or _has_window(ds)):
         if _has_voi_lut(ds) and np.issubdtype(out.dtype, np.floating) and np.all(out == np.round(out)):
             # an identity rescale gives floats; the VOI LUT indexes by integer values
             out = out.astype(np.int64)
