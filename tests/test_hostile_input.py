@@ -18,7 +18,7 @@ import torch
 from pydicom.uid import generate_uid
 
 from monai_cae.data import CohortDataset, decode_dicom, scan_archive
-from monai_cae.data.dicom import SKIP_REASONS
+from monai_cae.data.dicom import SKIP_REASONS, header_fields
 from monai_cae.reports.cli import main as report_main
 
 from conftest import REPO_ROOT
@@ -69,6 +69,50 @@ def derived_dicom(shared_data: str, path: str, source: str = NIH, **attributes) 
             setattr(ds, name, value)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     ds.save_as(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. PatientID missing, empty or multi-valued
+
+
+@pytest.mark.parametrize("field", ["PatientID", "Manufacturer", "StationName", "ViewPosition", "BodyPartExamined"])
+def test_multi_valued_header_fields_are_joined_as_dicom_writes_them(field) -> None:
+    ds = pydicom.Dataset()
+    setattr(ds, field, "A\\B")  # the DICOM value separator: pydicom reads two values
+    assert isinstance(ds[field].value, pydicom.multival.MultiValue)
+    assert header_fields(ds)[field] == "A\\B"
+
+
+def test_images_without_patient_id_are_never_one_patient(model, shared_data, tmp_path) -> None:
+    archive = tmp_path / "archive"
+    derived_dicom(shared_data, str(archive / "a.dcm"), PatientID=None, StudyInstanceUID="1.2.1")
+    derived_dicom(shared_data, str(archive / "b.dcm"), PatientID="", StudyInstanceUID="1.2.2")
+    derived_dicom(shared_data, str(archive / "c.dcm"), PatientID="  ", StudyInstanceUID="1.2.2")
+    derived_dicom(shared_data, str(archive / "d.dcm"), PatientID=None, StudyInstanceUID=None)
+    derived_dicom(shared_data, str(archive / "e.dcm"), PatientID="A\\B")
+    output = str(tmp_path / "out")
+    assert run_report(str(archive), output, model) == 0
+    images = {r["image_id"]: (r["patient_id"], r["patient_id_missing"])
+              for r in read_csv(os.path.join(output, "strata_per_image.csv"))}
+    assert images == {
+        "a.dcm": ("(no PatientID) 1.2.1", "1"), "b.dcm": ("(no PatientID) 1.2.2", "1"),
+        "c.dcm": ("(no PatientID) 1.2.2", "1"), "d.dcm": ("(no PatientID) d.dcm", "1"), "e.dcm": ("A\\B", "0"),
+    }
+    patients = {r["patient_id"]: r for r in read_csv(os.path.join(output, "strata_per_patient.csv"))}
+    assert {p: (r["n_images"], r["patient_id_missing"]) for p, r in patients.items()} == {
+        "(no PatientID) 1.2.1": ("1", "1"), "(no PatientID) 1.2.2": ("2", "1"), "(no PatientID) d.dcm": ("1", "1"),
+        "A\\B": ("1", "0"),
+    }
+
+
+def test_pseudonymized_missing_patient_ids_stay_distinct_and_hide_the_study(model, shared_data, tmp_path) -> None:
+    archive = tmp_path / "archive"
+    for name, study in (("a.dcm", "1.2.1"), ("b.dcm", "1.2.2")):
+        derived_dicom(shared_data, str(archive / name), PatientID=None, StudyInstanceUID=study)
+    output = str(tmp_path / "out")
+    assert run_report(str(archive), output, model, "--pseudonymize", "secret") == 0
+    patients = [r["patient_id"] for r in read_csv(os.path.join(output, "strata_per_patient.csv"))]
+    assert len(set(patients)) == 2 and all(p.startswith("(no PatientID) ") and "1.2." not in p for p in patients)
 
 
 # ---------------------------------------------------------------------------------------------------------------

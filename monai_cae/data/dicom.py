@@ -222,6 +222,13 @@ def _spacing(ds: Dataset) -> str:
     return ""
 
 
+def _text(value: object) -> str:
+    # str() of a MultiValue is a Python list repr; DICOM separates values with a backslash
+    if isinstance(value, MultiValue):
+        return "\\".join(str(v).strip() for v in value)
+    return str(value or "").strip()
+
+
 # read through a conversion, not copied as they are
 _DERIVED_FIELDS = {"PatientAge": _age_band, "PixelSpacing": _spacing}
 
@@ -229,6 +236,7 @@ _DERIVED_FIELDS = {"PatientAge": _age_band, "PixelSpacing": _spacing}
 def header_fields(ds: Dataset) -> dict[str, str]:
     """The :data:`HEADER_FIELDS` of a dataset as stripped strings (empty when absent).
 
+    A multi-valued element is written as DICOM writes it, its values joined by a backslash (``"A\\B"``).
     ``PatientAge`` becomes its band (``"60-79"``), ``PixelSpacing`` the row and column spacing in mm joined by a
     backslash as in DICOM (``"0.168\\0.168"``), from ``ImagerPixelSpacing`` where ``PixelSpacing`` is missing. A
     malformed age or spacing, which only describes the image, is left empty rather than failing the file.
@@ -239,7 +247,7 @@ def header_fields(ds: Dataset) -> dict[str, str]:
     Returns:
         ``{field: value}``.
     """
-    fields = {name: str(ds.get(name, "") or "").strip() for name in HEADER_FIELDS if name not in _DERIVED_FIELDS}
+    fields = {name: _text(ds.get(name)) for name in HEADER_FIELDS if name not in _DERIVED_FIELDS}
     for name, derive in _DERIVED_FIELDS.items():
         try:
             fields[name] = derive(ds)

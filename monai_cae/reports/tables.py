@@ -15,6 +15,7 @@ from monai_cae.engines.model_card import read_model_card, training_similarity_pe
 from monai_cae.engines.strata import StrataAssignment
 
 __all__ = [
+    "NO_PATIENT_ID",
     "OUTLIER_SOURCES",
     "image_columns",
     "PATIENT_COLUMNS",
@@ -31,6 +32,7 @@ __all__ = [
 
 PATIENT_COLUMNS = [
     "patient_id",
+    "patient_id_missing",
     "n_images",
     "n_duplicates",
     "n_studies",
@@ -51,13 +53,16 @@ PATIENT_COLUMNS = [
 def image_columns(k: int) -> list[str]:
     """Columns of ``strata_per_image.csv`` for ``k`` strata."""
     return [
-        "image_id", "patient_id", "study_uid", "study_date", "series_uid", "sop_uid", "modality", "view", "body_part",
-        "manufacturer", "station", "sex", "age_band", "pixel_spacing",
+        "image_id", "patient_id", "patient_id_missing", "study_uid", "study_date", "series_uid", "sop_uid",
+        "modality", "view", "body_part", "manufacturer", "station", "sex", "age_band", "pixel_spacing",
         "stratum", *[f"prob_{j}" for j in range(k)], "similarity", "outlier", "duplicate_of",
     ]
 
 
 OUTLIER_SOURCES = ("fixed", "reference", "cohort")
+
+NO_PATIENT_ID = "(no PatientID)"
+"""What an image without PatientID is grouped under, followed by its study (or image id): never one shared patient."""
 
 
 @dataclass
@@ -186,7 +191,9 @@ def image_rows(
     """One row per processed image (columns :func:`image_columns`), in assignment order.
 
     ``duplicate_of`` names the first image (in assignment order) with the same digest, so that pixel-identical
-    copies of one film are seen; it is empty for every image without ``digests``.
+    copies of one film are seen; it is empty for every image without ``digests``. An image without PatientID is
+    never merged with other people's: its ``patient_id`` is ``"(no PatientID) <study>"`` (its StudyInstanceUID, or
+    its image id without one), and ``patient_id_missing`` is true.
 
     Args:
         entries: the cohort's entries; ``assignment.indices`` index into them.
@@ -207,9 +214,12 @@ def image_rows(
         similarity = float(similarities[i])
         film = digests.get(int(index), e.image_id) if digests is not None else e.image_id
         original = first_of.setdefault(film, e.image_id)
+        # different people without PatientID must not become one patient "": each study (or file) stands alone
+        patient = e.PatientID or f"{NO_PATIENT_ID} {e.StudyInstanceUID or e.image_id}"
         rows.append(
             {
-                "image_id": e.image_id, "patient_id": e.PatientID, "study_uid": e.StudyInstanceUID,
+                "image_id": e.image_id, "patient_id": patient, "patient_id_missing": not e.PatientID,
+                "study_uid": e.StudyInstanceUID,
                 "study_date": e.StudyDate, "series_uid": e.SeriesInstanceUID, "sop_uid": e.SOPInstanceUID,
                 "modality": e.Modality, "view": e.ViewPosition, "body_part": e.BodyPartExamined,
                 "manufacturer": e.Manufacturer, "station": e.StationName, "sex": e.PatientSex,
@@ -263,8 +273,9 @@ def patient_rows(rows: Sequence[dict], k: int) -> tuple[list[dict], dict[str, li
     disagreement. The patient's majority stratum is the majority over their films; ``majority_share`` is the share of
     their films in it and ``majority_probability`` the mean soft probability of it over those films (the model's
     certainty). A tie is reported (``majority_tie``, ``tied_strata``) and broken by :func:`vote`.
-    ``stratum_changed`` is true when the patient's studies do not all have the same stratum. Images without a
-    PatientID are grouped under ``""``.
+    ``stratum_changed`` is true when the patient's studies do not all have the same stratum.
+    ``patient_id_missing`` is true for an identity :func:`image_rows` made up for images without PatientID (one per
+    study, or per file).
 
     Args:
         rows: output of :func:`image_rows`.
@@ -298,6 +309,7 @@ def patient_rows(rows: Sequence[dict], k: int) -> tuple[list[dict], dict[str, li
         patients.append(
             {
                 "patient_id": pid,
+                "patient_id_missing": images[0]["patient_id_missing"],
                 "n_images": len(images),
                 "n_duplicates": len(images) - len(films),
                 "n_studies": len(studies),
