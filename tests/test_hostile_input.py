@@ -6,6 +6,7 @@ shared radiographs; the model is a brief real bundle training."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -15,16 +16,20 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from PIL import Image
 from pydicom.uid import generate_uid
 
-from monai_cae.data import CohortDataset, decode_dicom, scan_archive
+from monai_cae.data import CohortDataset, ManifestEntry, decode_dicom, read_manifest, scan_archive, write_manifest
 from monai_cae.data.dicom import SKIP_REASONS, header_fields
+from monai_cae.data.manifest import csv_cell, display_text
 from monai_cae.reports.cli import main as report_main
 
 from conftest import REPO_ROOT
 
 NIH = "nih_cxr_covid0000.dcm"
 SIIM_MONO1 = "siim_cr_jpeg_baseline_monochrome1.dcm"
+CSV_FILES = ("manifest.csv", "skipped.csv", "assignments.csv", "strata_per_image.csv", "strata_per_patient.csv")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # the shortest real bundle training that discovers prototypes: one warm-up epoch, one conditional epoch
 BRIEF_TRAINING = {
     "train#trainer#max_epochs": 2, "warmup_epochs": 1, "lr_warmup_epochs": 1, "val_interval": 2, "k_values": "[2,3]",
@@ -69,6 +74,105 @@ def derived_dicom(shared_data: str, path: str, source: str = NIH, **attributes) 
             setattr(ds, name, value)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     ds.save_as(path)
+
+
+def noise_png(path: str, seed: int = 0) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (48, 40), dtype=np.uint8)
+    with open(path, "wb") as f:
+        Image.fromarray(pixels).save(f, format="PNG")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. formula injection
+
+
+@pytest.mark.parametrize(
+    "value, cell",
+    [("=1+2", "'=1+2"), ("+SUM(A1)", "'+SUM(A1)"), ("-2+3", "'-2+3"), ("@cmd", "'@cmd"), ("\tx", "'\tx"),
+     ("\rx", "'\rx"), ("'=x", "''=x"), ("plain", "plain"), ("'quoted", "'quoted"), ("a=b", "a=b"), ("", ""),
+     (-0.25, -0.25), (-3, -3), (7, 7)],
+)
+def test_csv_cell_quotes_formulas_and_never_numbers(value, cell) -> None:
+    assert csv_cell(value) == cell and type(csv_cell(value)) is type(cell)
+
+
+def test_manifest_round_trip_takes_exactly_the_added_quote_away(tmp_path) -> None:
+    entries = [ManifestEntry(path=f"/a/{i}.dcm", image_id=value, PatientID=value, StationName=value, rows=i)
+               for i, value in enumerate(("=HYPERLINK(\"x\")", "'=already", "'plain", "-minus", "ok"))]
+    write_manifest(entries, str(tmp_path / "manifest.csv"))
+    assert read_manifest(str(tmp_path / "manifest.csv")) == entries
+
+
+@pytest.fixture(scope="module")
+def formula_report(model, shared_data, tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("formula")
+    archive = root / "archive"
+    derived_dicom(shared_data, str(archive / "=HYPERLINK(1).dcm"), PatientID="=HYPERLINK(\"http://x\",\"y\")",
+                  Manufacturer="+SUM(1,2)", StationName="@cmd", StudyInstanceUID="1.2.3")
+    derived_dicom(shared_data, str(archive / "\tTAB.dcm"), PatientID="-2+3")
+    noise_png(str(archive / "@patient" / "\rstudy" / "x.png"))
+    (archive / "-notes.txt").write_text("not an image")
+    assert run_report(str(archive), str(root / "out"), model) == 0
+    return str(root / "out")
+
+
+@pytest.mark.parametrize("name", CSV_FILES)
+def test_no_csv_cell_starts_a_formula_and_numbers_stay_numbers(formula_report, name) -> None:
+    with open(os.path.join(formula_report, name), newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert len(rows) > 1
+    header = rows[0]
+    for row in rows[1:]:
+        for column, cell in zip(header, row):
+            if column.startswith("prob_") or column == "similarity":
+                float(cell)  # written by the code: a number, never quoted
+            if cell.startswith(FORMULA_STARTS):  # only a number the code wrote (a label -1) may start so
+                assert cell.lstrip("-").replace(".", "", 1).isdigit(), f"{name} {column}: {cell!r} runs as a formula"
+
+
+def test_quoted_cells_keep_the_value_after_the_quote(formula_report) -> None:
+    images = {r["image_id"]: r for r in read_csv(os.path.join(formula_report, "strata_per_image.csv"))}
+    assert set(images) == {"'=HYPERLINK(1).dcm", "'\tTAB.dcm", "'@patient/\rstudy/x.png"}
+    hyperlink = images["'=HYPERLINK(1).dcm"]
+    assert (hyperlink["patient_id"], hyperlink["manufacturer"], hyperlink["station"]) == (
+        "'=HYPERLINK(\"http://x\",\"y\")", "'+SUM(1,2)", "'@cmd")
+    assert images["'\tTAB.dcm"]["patient_id"] == "'-2+3"
+    assert images["'@patient/\rstudy/x.png"]["patient_id"] == "'@patient"  # the patient folder of an image file
+    ids = [row["id"] for row in read_csv(os.path.join(formula_report, "assignments.csv"))]
+    assert sorted(ids) == sorted(images)
+    skipped = read_csv(os.path.join(formula_report, "skipped.csv"))
+    assert [r["image_id"] for r in skipped] == ["'-notes.txt"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. file names that are not UTF-8
+
+
+def test_latin1_file_names_are_read_and_written_with_escapes(model, shared_data, tmp_path) -> None:
+    # os.walk gives such names as str with surrogate escapes, which open() takes back to the original bytes
+    archive = str(tmp_path / "archive")
+    derived_dicom(shared_data, os.path.join(archive, os.fsdecode(b"caf\xe9.dcm")))
+    noise_png(os.path.join(archive, os.fsdecode(b"Jos\xe9"), "20200101", "x.png"))
+    assert os.path.exists(os.path.join(os.fsencode(archive), b"caf\xe9.dcm"))  # the name on disk is Latin-1
+    output = str(tmp_path / "out")
+    assert run_report(archive, output, model) == 0
+    manifest = {r["image_id"]: r for r in read_csv(os.path.join(output, "manifest.csv"))}
+    assert set(manifest) == {"caf\\xe9.dcm", "Jos\\xe9/20200101/x.png"}
+    assert {r["status"] for r in manifest.values()} == {"processed"}
+    assert manifest["caf\\xe9.dcm"]["path"].endswith("archive/caf\\xe9.dcm")
+    images = {r["image_id"]: r for r in read_csv(os.path.join(output, "strata_per_image.csv"))}
+    assert images["Jos\\xe9/20200101/x.png"]["patient_id"] == "Jos\\xe9"
+    with open(os.path.join(output, "report.json"), encoding="utf-8") as f:
+        report = json.load(f)
+    assert report["counts"]["processed"] == 2 and "Jos\\xe9" in {p["patient_id"] for p in report["patients"]}
+    with open(os.path.join(output, "report.html"), encoding="utf-8") as f:
+        assert "Jos\\xe9" in f.read()
+
+
+def test_display_text_escapes_only_undecodable_bytes() -> None:
+    assert display_text(os.fsdecode(b"caf\xe9/na\xefve.dcm")) == "caf\\xe9/na\\xefve.dcm"
+    assert display_text("café ☃") == "café ☃"
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ __all__ = [
     "ITK_EXTENSIONS",
     "CHEST_BODY_PARTS",
     "ManifestEntry",
+    "csv_cell",
+    "display_text",
     "probe_file",
     "read_manifest",
     "scan_archive",
@@ -43,6 +45,53 @@ SELECTED, SKIPPED, PROCESSED = "selected", "skipped", "processed"
 CHEST_BODY_PARTS = ("CHEST",)
 """The default body-part selection: a chest stratum must not hold a leg radiograph (an empty tag still passes)."""
 
+# what makes a spreadsheet evaluate a cell (OWASP, CSV injection)
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def display_text(text: str) -> str:
+    """Text that can be written as UTF-8: what a file name holds that is not UTF-8 becomes a visible escape.
+
+    Python keeps the undecodable bytes of a file name (a Latin-1 ``café`` from an old file server) as surrogate
+    escapes, which every UTF-8 writer refuses; they become ``\\xe9`` here, while the file is still opened by its
+    original name.
+
+    Args:
+        text: a name or message, possibly holding surrogate escapes.
+
+    Returns:
+        ``text`` with each undecodable byte written as ``\\xNN``; unchanged when it is valid text.
+    """
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name produced
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def csv_cell(value: object) -> object:
+    """A value as every CSV file of the project writes it: text never run as a formula by a spreadsheet.
+
+    Text is made writable (:func:`display_text`), and text that starts like a formula (``=``, ``+``, ``-``, ``@``,
+    tab or carriage return; a file name or header field can be ``=HYPERLINK(...)``) gets a leading ``'``, as OWASP
+    advises; so does such text already behind quotes, so that exactly one quote can be taken away when reading
+    (:func:`read_manifest`). Numbers are not text and pass unchanged: a negative similarity stays a number.
+
+    Args:
+        value: a cell value.
+
+    Returns:
+        The value to hand to the ``csv`` writer.
+    """
+    if not isinstance(value, str):
+        return value
+    text = display_text(value)
+    return "'" + text if text.lstrip("'").startswith(_FORMULA_STARTS) else text
+
+
+def _read_cell(cell: str) -> str:
+    # the inverse of csv_cell's quoting
+    return cell[1:] if cell.startswith("'") and cell.lstrip("'").startswith(_FORMULA_STARTS) else cell
+
 
 @dataclass
 class ManifestEntry:
@@ -50,7 +99,8 @@ class ManifestEntry:
 
     Attributes:
         path: the file's path (as found below the scanned root).
-        image_id: identifier in the outputs: the path relative to the root, or a keyed pseudonym.
+        image_id: identifier in the outputs: the path relative to the root (bytes of the name that are not UTF-8
+            escaped, :func:`display_text`), or a keyed pseudonym.
         format: ``"dicom"``, ``"nifti"``, ``"image"`` (PNG, JPEG, TIFF, BMP, ITK formats) or ``""`` when unknown.
         status: ``"selected"`` (to be processed), ``"processed"`` or ``"skipped"``.
         reason: skip reason code (a key of :data:`monai_cae.data.dicom.SKIP_REASONS`), empty otherwise.
@@ -185,7 +235,8 @@ def _probe(
     path: str, root: str, modalities: Sequence[str] | None, views: Sequence[str] | None,
     body_parts: Sequence[str] | None,
 ) -> ManifestEntry:
-    relative = os.path.relpath(path, root)
+    # the path stays as found, to open the file; the id goes into the outputs, which are UTF-8
+    relative = display_text(os.path.relpath(path, root))
     entry = ManifestEntry(path=path, image_id=relative)
     try:
         try:
@@ -300,7 +351,7 @@ def scan_archive(
 
 
 def write_manifest(entries: Iterable[ManifestEntry], path: str, include_paths: bool = True) -> None:
-    """Write entries as CSV (columns :data:`MANIFEST_COLUMNS`), atomically.
+    """Write entries as CSV (columns :data:`MANIFEST_COLUMNS`, cells as :func:`csv_cell` writes them), atomically.
 
     Args:
         entries: manifest entries.
@@ -317,14 +368,15 @@ def write_manifest(entries: Iterable[ManifestEntry], path: str, include_paths: b
         writer.writeheader()
         for e in entries:
             # a flat getattr: dataclasses.asdict deep-copies every field, seconds for a large archive
-            writer.writerow({**{name: getattr(e, name) for name in MANIFEST_COLUMNS},
+            writer.writerow({**{name: csv_cell(getattr(e, name)) for name in MANIFEST_COLUMNS},
                              **({} if include_paths else {"path": ""})})
 
     atomic_write(path, write)
 
 
 def read_manifest(path: str) -> list[ManifestEntry]:
-    """Read a manifest written by :func:`write_manifest`.
+    """Read a manifest written by :func:`write_manifest` (the quote :func:`csv_cell` put before a formula is taken
+    away; a file name that was not UTF-8 keeps its escapes).
 
     Args:
         path: the CSV file.
@@ -339,4 +391,8 @@ def read_manifest(path: str) -> list[ManifestEntry]:
         reader = csv.DictReader(f)
         if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
             raise ValueError(f"{path} is not a manifest: columns {reader.fieldnames}, expected {MANIFEST_COLUMNS}.")
-        return [ManifestEntry(**{**row, "rows": int(row["rows"]), "columns": int(row["columns"])}) for row in reader]
+        return [
+            ManifestEntry(**{**{k: _read_cell(v) for k, v in row.items()}, "rows": int(row["rows"]),
+                             "columns": int(row["columns"])})
+            for row in reader
+        ]

@@ -161,7 +161,9 @@ def atomic_write(path: str, write: Callable, mode: str = "w") -> None:
     # a plain exclusive open (not mkstemp, which makes the file private) gives the usual umask permissions
     tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
     try:
-        with open(tmp, mode.replace("w", "x"), **({"newline": ""} if "b" not in mode else {})) as f:
+        # UTF-8 whatever the locale: a header field can hold any character
+        text = {"newline": "", "encoding": "utf-8"} if "b" not in mode else {}
+        with open(tmp, mode.replace("w", "x"), **text) as f:
             write(f)
         os.replace(tmp, path)
     except BaseException:

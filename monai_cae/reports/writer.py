@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import ctypes
+import dataclasses
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import torch
 
 from monai_cae.data.cohort import CohortDataset
 from monai_cae.data.dicom import UnusableImageError
-from monai_cae.data.manifest import PROCESSED, SKIPPED, write_manifest
+from monai_cae.data.manifest import PROCESSED, SKIPPED, csv_cell, display_text, write_manifest
 from monai_cae.engines.strata import StrataAssignment, atomic_write, write_assignments
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
@@ -111,7 +112,8 @@ def _write_rows(path: str, columns: Sequence[str], rows: Sequence[dict]) -> None
         writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else int(v) if isinstance(v, bool) else v)
+            # numbers are formatted here, never quoted; only text goes through csv_cell
+            writer.writerow({k: f"{v:.6f}" if isinstance(v, float) else int(v) if isinstance(v, bool) else csv_cell(v)
                              for k, v in row.items()})
 
     atomic_write(path, write)
@@ -170,7 +172,8 @@ def write_report(
     ``figures/`` (decoded prototypes, latent map). A model with a local branch adds ``cluster_maps.npy`` and, with
     thumbnails, ``figures/cluster_overlay_<index>.png`` shown in the page (the first ``max_overlays`` images).
     Everything is written to a hidden staging folder beside
-    ``output_dir``, then published at once by :func:`publish_folder`. No header field other than
+    ``output_dir``, then published at once by :func:`publish_folder`. Text cells of the CSV files are written by
+    :func:`~monai_cae.data.manifest.csv_cell` (never run as spreadsheet formulas). No header field other than
     :data:`monai_cae.data.HEADER_FIELDS` is ever read into the outputs.
 
     Args:
@@ -224,7 +227,7 @@ def write_report(
     skipped_entries = [e for e in manifest if e.status == SKIPPED]
     report = report_content(
         rows, k, threshold, latent_size=int(prototypes.shape[1]), files=len(manifest),
-        skipped_by_reason=Counter(e.reason for e in skipped_entries), model_name=model_name,
+        skipped_by_reason=Counter(e.reason for e in skipped_entries), model_name=display_text(model_name),
         stratum_names=stratum_names, examples=thumbnails_per_stratum, max_outliers=max_outliers,
         options={"pseudonymized": pseudonymized, "thumbnails": thumbnails,
                  "duplicates_checked": image_digests is not None},
@@ -255,7 +258,8 @@ def write_report(
     try:
         write_manifest(manifest, os.path.join(staging, "manifest.csv"), include_paths=not pseudonymized)
         write_manifest(skipped_entries, os.path.join(staging, "skipped.csv"), include_paths=not pseudonymized)
-        write_assignments(assignment, staging)
+        # write_assignments writes the ids as they are: quoted here where they would read as a formula
+        write_assignments(dataclasses.replace(assignment, ids=[csv_cell(i) for i in assignment.ids]), staging)
         _write_rows(os.path.join(staging, "strata_per_image.csv"), image_columns(k), rows)
         _write_rows(os.path.join(staging, "strata_per_patient.csv"), PATIENT_COLUMNS, report["patients"])
         for j, png in enumerate(prototype_pngs):
