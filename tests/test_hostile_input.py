@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -21,7 +22,7 @@ from pydicom.uid import generate_uid
 
 from monai_cae.data import CohortDataset, ManifestEntry, decode_dicom, read_manifest, scan_archive, write_manifest
 from monai_cae.data.dicom import SKIP_REASONS, header_fields
-from monai_cae.data.manifest import csv_cell, display_text
+from monai_cae.data.manifest import REPORT_MARKER, csv_cell, display_text
 from monai_cae.reports.cli import main as report_main
 
 from conftest import REPO_ROOT
@@ -220,6 +221,31 @@ def test_pseudonymized_missing_patient_ids_stay_distinct_and_hide_the_study(mode
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# 4. report folders inside the archive
+
+
+def test_a_report_inside_its_archive_is_never_scanned(model, shared_data, tmp_path) -> None:
+    archive = tmp_path / "archive"
+    derived_dicom(shared_data, str(archive / "P1" / "a.dcm"))
+    output = str(archive / "report")
+    assert run_report(str(archive), output, model) == 0
+    assert os.path.isfile(os.path.join(output, REPORT_MARKER))
+    shutil.copytree(output, archive / "kept" / "old_report")  # a report moved elsewhere in the archive
+    noise_png(str(archive / ".elsewhere.tmp-1234-host-0123" / "P9" / "x.png"))  # a killed run's staging folder
+    assert run_report(str(archive), output, model, "--overwrite") == 0
+    manifest = read_csv(os.path.join(output, "manifest.csv"))
+    assert [r["image_id"] for r in manifest] == [os.path.join("P1", "a.dcm")]
+
+
+def test_scan_excludes_the_given_folders(shared_data, tmp_path) -> None:
+    derived_dicom(shared_data, str(tmp_path / "a" / "x.dcm"))
+    derived_dicom(shared_data, str(tmp_path / "b" / "y.dcm"))
+    os.symlink(tmp_path / "b", tmp_path / "link")
+    assert [e.image_id for e in scan_archive(str(tmp_path), exclude=[str(tmp_path / "link")], progress=False)] == [
+        os.path.join("a", "x.dcm")]
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # 6. unusable model files
 
 
@@ -268,6 +294,14 @@ def test_a_window_of_width_0_shows_the_full_range(shared_data, tmp_path, source,
     np.testing.assert_array_equal(decode_dicom(path), decode_dicom(path, apply_voi=False))
     entry = scan_archive(str(tmp_path), progress=False)[0]
     assert CohortDataset([entry], 28)[0]["ok"]
+
+
+def test_dicom_named_png_is_read_as_dicom(shared_data, tmp_path) -> None:
+    shutil.copy(os.path.join(shared_data, "dicom", NIH), tmp_path / "scan.png")
+    entry = scan_archive(str(tmp_path), progress=False)[0]
+    assert (entry.status, entry.format, entry.PatientID) == ("selected", "dicom", "Covid0000")
+    assert CohortDataset([entry], 28)[0]["ok"]
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # 8. non-finite pixels

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import re
 import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from .dicom import (
     UnusableImageError,
     dicom_image_problem,
     header_fields,
+    is_dicom_file,
     read_dicom_header,
 )
 from .privacy import pseudonymize
@@ -27,6 +29,7 @@ __all__ = [
     "PIL_EXTENSIONS",
     "ITK_EXTENSIONS",
     "CHEST_BODY_PARTS",
+    "REPORT_MARKER",
     "ManifestEntry",
     "csv_cell",
     "display_text",
@@ -45,6 +48,13 @@ SELECTED, SKIPPED, PROCESSED = "selected", "skipped", "processed"
 CHEST_BODY_PARTS = ("CHEST",)
 """The default body-part selection: a chest stratum must not hold a leg radiograph (an empty tag still passes)."""
 
+REPORT_MARKER = ".monai-cae-report"
+"""The file :func:`~monai_cae.reports.write_report` puts in every report folder it writes: :func:`scan_archive`
+never reads a folder that holds it, so that a report kept inside its archive does not become a patient."""
+
+# a report's staging folder beside its output folder, ".<name>.tmp-<run>" (also ".<name>.tmp-<run>.old"), which a
+# killed run may leave behind before it holds the marker
+_STAGING_FOLDER = re.compile(r"^\..+\.tmp-")
 # what makes a spreadsheet evaluate a cell (OWASP, CSV injection)
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -148,9 +158,20 @@ class ManifestEntry:
 MANIFEST_COLUMNS = tuple(f.name for f in dataclasses.fields(ManifestEntry))
 
 
-def _list_files(root: str) -> list[str]:
+def _identity(folder: str) -> tuple[int, int]:
+    # the same folder by any path (relative, through a link)
+    st = os.stat(folder)
+    return st.st_dev, st.st_ino
+
+
+def _list_files(root: str, exclude: Sequence[str]) -> list[str]:
+    excluded = {_identity(folder) for folder in exclude if os.path.isdir(folder)}
     found = []
     for folder, dirs, names in os.walk(root):
+        written = REPORT_MARKER in names or _STAGING_FOLDER.match(os.path.basename(folder))
+        if written or (excluded and _identity(folder) in excluded):
+            dirs.clear()  # nor anything below it
+            continue
         dirs.sort()
         found.extend(os.path.join(folder, n) for n in sorted(names))
     return found
@@ -240,14 +261,14 @@ def _probe(
     entry = ManifestEntry(path=path, image_id=relative)
     try:
         try:
-            mode = os.stat(path).st_mode  # follows links: a broken one fails here
+            # opening a FIFO or a device would block or never end; stat follows links: a broken one fails here
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                raise UnusableImageError("unreadable", "not a regular file (FIFO, socket or device)")
+            dicom = is_dicom_file(path)  # content before name: a DICOM export may be called .png
         except OSError as e:
             raise UnusableImageError("unreadable", f"{type(e).__name__}: {e.strerror or e}") from e
-        if not stat.S_ISREG(mode):
-            # opening a FIFO or a device would block or never end
-            raise UnusableImageError("unreadable", "not a regular file (FIFO, socket or device)")
         lower = path.lower()
-        if lower.endswith(NIFTI_EXTENSIONS + PIL_EXTENSIONS + ITK_EXTENSIONS):
+        if not dicom and lower.endswith(NIFTI_EXTENSIONS + PIL_EXTENSIONS + ITK_EXTENSIONS):
             entry.PatientID, entry.StudyInstanceUID = _folder_ids(relative)
             if len(entry.StudyInstanceUID) == 8 and entry.StudyInstanceUID.isdigit():
                 entry.StudyDate = entry.StudyInstanceUID  # a <patient>/<YYYYMMDD>/ layout dates the study
@@ -309,6 +330,7 @@ def scan_archive(
     body_parts: Sequence[str] | None = CHEST_BODY_PARTS,
     pseudonymize_key: str | None = None,
     progress: bool = True,
+    exclude: Sequence[str] = (),
 ) -> list[ManifestEntry]:
     """Scan an archive folder recursively and describe every file, reading headers only.
 
@@ -318,6 +340,11 @@ def scan_archive(
     among ``views`` / ``body_parts`` (an empty tag passes; the default selects chest radiographs). The modality and
     view filters do not apply to non-DICOM images, which carry no such tags. A SOPInstanceUID seen before (in sorted path order) is a duplicate.
     Every other file is kept in the manifest as skipped, with a reason code and a specific explanation.
+
+    Folders written by :func:`~monai_cae.reports.write_report` are not archive content and are not read at all:
+    report folders (they hold :data:`REPORT_MARKER`), staging folders of a run that was killed (``.<name>.tmp-*``)
+    and the folders in ``exclude`` (the run's own output folder). File names that are not UTF-8 are read as they
+    are and written into the outputs with escapes (:func:`display_text`).
 
     Args:
         root: archive folder.
@@ -329,6 +356,8 @@ def scan_archive(
             relative path); :func:`write_manifest` can then leave the paths out, so that no identifier of the
             archive reaches the outputs.
         progress: show a progress bar.
+        exclude: folders not to read, with everything below them (e.g. the report's output folder when it is inside
+            the archive).
 
     Returns:
         One entry per file, in sorted path order.
@@ -338,7 +367,7 @@ def scan_archive(
     """
     if not os.path.isdir(root):
         raise FileNotFoundError(f"archive folder not found: {os.path.abspath(root)}.")
-    files = _list_files(root)
+    files = _list_files(root, exclude)
     entries = [
         _probe(path, root, modalities, views, body_parts)
         for path in tqdm(files, desc="Scanning headers", unit="file", disable=not progress)

@@ -130,7 +130,8 @@ def generate_report(
     check_output_dir(output_dir, overwrite)
     if stratum_names is None and model_path is not None:
         stratum_names = read_stratum_names(model_path)
-    manifest = scan_archive(input_dir, modalities, views, body_parts, pseudonymize_key, progress)
+    # a report folder kept inside the archive is the report's, not a patient's
+    manifest = scan_archive(input_dir, modalities, views, body_parts, pseudonymize_key, progress, exclude=[output_dir])
     dataset = CohortDataset(manifest, img_size, cache_dir=cache_dir)
     loader = CohortDataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     digesting = DigestingLoader(loader)

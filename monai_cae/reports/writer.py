@@ -18,7 +18,7 @@ import torch
 
 from monai_cae.data.cohort import CohortDataset
 from monai_cae.data.dicom import UnusableImageError
-from monai_cae.data.manifest import PROCESSED, SKIPPED, csv_cell, display_text, write_manifest
+from monai_cae.data.manifest import PROCESSED, REPORT_MARKER, SKIPPED, csv_cell, display_text, write_manifest
 from monai_cae.engines.strata import StrataAssignment, atomic_write, write_assignments
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
@@ -172,9 +172,10 @@ def write_report(
     ``figures/`` (decoded prototypes, latent map). A model with a local branch adds ``cluster_maps.npy`` and, with
     thumbnails, ``figures/cluster_overlay_<index>.png`` shown in the page (the first ``max_overlays`` images).
     Everything is written to a hidden staging folder beside
-    ``output_dir``, then published at once by :func:`publish_folder`. Text cells of the CSV files are written by
-    :func:`~monai_cae.data.manifest.csv_cell` (never run as spreadsheet formulas). No header field other than
-    :data:`monai_cae.data.HEADER_FIELDS` is ever read into the outputs.
+    ``output_dir``, then published at once by :func:`publish_folder`. Every report folder holds
+    :data:`~monai_cae.data.manifest.REPORT_MARKER`, so that archive scans never read it. Text cells of the CSV files
+    are written by :func:`~monai_cae.data.manifest.csv_cell` (never run as spreadsheet formulas). No header field
+    other than :data:`monai_cae.data.HEADER_FIELDS` is ever read into the outputs.
 
     Args:
         assignment: the model's assignment of the images that loaded.
@@ -256,6 +257,9 @@ def write_report(
     staging = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.tmp-{uuid.uuid4().hex}")
     os.mkdir(staging)
     try:
+        # first: a scan of an archive that holds this folder must never read it, even half-written
+        atomic_write(os.path.join(staging, REPORT_MARKER), lambda f: f.write(
+            "Written by monai-cae-report. Archive scans (monai_cae.data.scan_archive) do not read this folder.\n"))
         write_manifest(manifest, os.path.join(staging, "manifest.csv"), include_paths=not pseudonymized)
         write_manifest(skipped_entries, os.path.join(staging, "skipped.csv"), include_paths=not pseudonymized)
         # write_assignments writes the ids as they are: quoted here where they would read as a formula
