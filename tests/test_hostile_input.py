@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -23,6 +24,7 @@ from pydicom.uid import generate_uid
 from monai_cae.data import CohortDataset, ManifestEntry, decode_dicom, read_manifest, scan_archive, write_manifest
 from monai_cae.data.dicom import SKIP_REASONS, header_fields
 from monai_cae.data.manifest import REPORT_MARKER, csv_cell, display_text
+from monai_cae.reports import writer
 from monai_cae.reports.cli import main as report_main
 
 from conftest import REPO_ROOT
@@ -243,6 +245,50 @@ def test_scan_excludes_the_given_folders(shared_data, tmp_path) -> None:
     os.symlink(tmp_path / "b", tmp_path / "link")
     assert [e.image_id for e in scan_archive(str(tmp_path), exclude=[str(tmp_path / "link")], progress=False)] == [
         os.path.join("a", "x.dcm")]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5. staging folders
+
+
+def test_stale_staging_is_removed_and_staging_is_private(model, shared_data, tmp_path, monkeypatch) -> None:
+    archive = tmp_path / "archive"
+    derived_dicom(shared_data, str(archive / "a.dcm"))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host, token = socket.gethostname(), "0" * 32
+    stale = tmp_path / f".out.tmp-{dead.pid}-{host}-{token}"
+    aside = tmp_path / f".out.tmp-{dead.pid}-{host}-{token}.old"
+    running = tmp_path / f".out.tmp-{os.getpid()}-{host}-{token}"
+    elsewhere = tmp_path / f".out.tmp-{dead.pid}-another-host-{token}"
+    for folder in (stale, aside, running, elsewhere, tmp_path / "out"):  # "out": the report being replaced
+        folder.mkdir()
+        (folder / "manifest.csv").write_text("patient data")
+    modes = []
+    write_manifest = writer.write_manifest
+
+    def recording_write_manifest(entries, path, include_paths=True):
+        modes.append(os.stat(os.path.dirname(path)).st_mode & 0o777)
+        write_manifest(entries, path, include_paths)
+
+    monkeypatch.setattr(writer, "write_manifest", recording_write_manifest)
+    assert run_report(str(archive), str(tmp_path / "out"), model, "--overwrite") == 0
+    assert not stale.exists() and not aside.exists() and running.exists() and elsewhere.exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert modes == [0o700, 0o700]  # manifest.csv and skipped.csv, while the report is written
+    assert os.stat(tmp_path / "out").st_mode & 0o777 == 0o777 & ~umask  # published with the usual rights
+
+
+def test_the_old_report_moved_aside_is_kept_while_it_is_the_only_copy(model, shared_data, tmp_path) -> None:
+    archive = tmp_path / "archive"
+    derived_dicom(shared_data, str(archive / "a.dcm"))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    aside = tmp_path / f".out.tmp-{dead.pid}-{socket.gethostname()}-{'0' * 32}.old"
+    aside.mkdir()
+    assert run_report(str(archive), str(tmp_path / "out"), model) == 0
+    assert aside.exists()  # "out" did not exist: a kill between the two renames of a replacement left it there
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ import ctypes
 import dataclasses
 import json
 import os
+import re
 import shutil
+import socket
 import sys
 import uuid
 from collections import Counter
@@ -119,6 +121,44 @@ def _write_rows(path: str, columns: Sequence[str], rows: Sequence[dict]) -> None
     atomic_write(path, write)
 
 
+def _staging_folder(target: str) -> str:
+    # the process and host that own it are in the name, so that a later run can tell a killed run's folder
+    name = f".{os.path.basename(target)}.tmp-{os.getpid()}-{socket.gethostname()}-{uuid.uuid4().hex}"
+    return os.path.join(os.path.dirname(target), name)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, and is another user's
+        pass
+    return True
+
+
+def _remove_stale_staging(target: str) -> None:
+    # a run killed before it published leaves its staging folder, which holds patient data, beside the output; the
+    # folders of this host's runs whose process is gone are removed (a run still going, or another machine's on a
+    # shared disk, is left alone)
+    stale = re.compile(rf"^\.{re.escape(os.path.basename(target))}\.tmp-(\d{{1,9}})-(.+)-[0-9a-f]{{32}}(\.old)?$")
+    parent, host = os.path.dirname(target), socket.gethostname()
+    for name in os.listdir(parent):
+        match = stale.match(name)
+        if match is None or match[2] != host or _running(int(match[1])):
+            continue
+        if match[3] and not os.path.isdir(target):
+            continue  # the previous report, moved aside by a run killed before the new one took its place
+        shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+def _folder_mode() -> int:
+    # the rights os.mkdir gives under the umask, which can only be read by setting it (briefly to private)
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
 def _thumbnail(dataset: CohortDataset, assignment: StrataAssignment, rows: Sequence[dict], position: int) -> tuple:
     # loaded again on its own, so that no image had to be kept while streaming; the model input at its own size,
     # which the page upscales without smoothing
@@ -172,7 +212,8 @@ def write_report(
     ``figures/`` (decoded prototypes, latent map). A model with a local branch adds ``cluster_maps.npy`` and, with
     thumbnails, ``figures/cluster_overlay_<index>.png`` shown in the page (the first ``max_overlays`` images).
     Everything is written to a hidden staging folder beside
-    ``output_dir``, then published at once by :func:`publish_folder`. Every report folder holds
+    ``output_dir`` (private to the user until it is published; staging folders that killed runs of this host left
+    are removed first), then published at once by :func:`publish_folder`. Every report folder holds
     :data:`~monai_cae.data.manifest.REPORT_MARKER`, so that archive scans never read it. Text cells of the CSV files
     are written by :func:`~monai_cae.data.manifest.csv_cell` (never run as spreadsheet formulas). No header field
     other than :data:`monai_cae.data.HEADER_FIELDS` is ever read into the outputs.
@@ -253,9 +294,11 @@ def write_report(
 
     target = os.path.abspath(output_dir)
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    # not mkdtemp, which makes the folder private: a report folder gets the usual umask rights
-    staging = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.tmp-{uuid.uuid4().hex}")
-    os.mkdir(staging)
+    _remove_stale_staging(target)
+    # private while it is written, so that no one reads patient data from a half-written report; published with
+    # the usual umask rights
+    staging = _staging_folder(target)
+    os.mkdir(staging, 0o700)
     try:
         # first: a scan of an archive that holds this folder must never read it, even half-written
         atomic_write(os.path.join(staging, REPORT_MARKER), lambda f: f.write(
@@ -274,6 +317,7 @@ def write_report(
             atomic_write(os.path.join(staging, "figures", "latent_map.png"), lambda f: f.write(latent_png), "wb")
         atomic_write(os.path.join(staging, "report.json"), lambda f: json.dump(report, f, indent=1))
         atomic_write(os.path.join(staging, "report.html"), lambda f: f.write(html))
+        os.chmod(staging, _folder_mode())
         publish_folder(staging, target, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
