@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from .cohort import CohortDataLoader, CohortDataset
 from .dicom import RADIOGRAPH_MODALITIES
-from .manifest import SELECTED, ManifestEntry, scan_archive
+from .manifest import SELECTED, ManifestEntry, csv_cell, scan_archive
 
 __all__ = ["ARCHIVE_SPLITS", "ArchiveDataset", "patient_key", "split_patients"]
 
@@ -66,10 +66,10 @@ def split_patients(patients: Sequence[str], val_fraction: float, seed: int = 0) 
 def _write_csv(path: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     # through a sibling and a rename: a killed run leaves the previous record whole
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(header)
-        writer.writerows(rows)
+        writer.writerows([csv_cell(value) for value in row] for row in rows)
     os.replace(tmp, path)
 
 

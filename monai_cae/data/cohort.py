@@ -94,8 +94,9 @@ class LoadRadiographd(MapTransform):
         apply_voi: apply DICOM VOI LUTs / windows.
 
     Raises:
-        UnusableImageError: ``"volume_3d"`` for more than two non-singleton spatial axes, ``"constant_image"`` when
-            every pixel has the same value, and whatever :func:`~monai_cae.data.dicom.decode_dicom` raises.
+        UnusableImageError: ``"volume_3d"`` for more than two non-singleton spatial axes, ``"non_finite"`` for a NaN
+            or infinite value, ``"constant_image"`` when every pixel has the same value, and whatever
+            :func:`~monai_cae.data.dicom.decode_dicom` raises.
     """
 
     def __init__(self, keys: KeysCollection = "image", format_key: str = "format", apply_voi: bool = True) -> None:
