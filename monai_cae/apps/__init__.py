@@ -1,1 +1,2 @@
-"""Applications built on monai_cae for other tools (MONAI Label). Nothing here is imported by ``monai_cae`` itself."""
+"""Applications on top of monai_cae: the one-command archive stratification (``monai-cae-stratify``) and the MONAI Label
+app. Nothing here is imported by ``monai_cae`` itself."""
