@@ -20,7 +20,6 @@ patch_pydicom_seg()
 import lib.configs.cae  # noqa: E402  (MONAI Label puts the app folder on sys.path and imports lib from it)
 from fastapi import HTTPException  # noqa: E402
 from monailabel.config import settings  # noqa: E402
-from monailabel.datastore.local import LocalDatastore  # noqa: E402
 from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
 from monailabel.interfaces.datastore import Datastore  # noqa: E402
 from monailabel.tasks.activelearning.random import Random  # noqa: E402
@@ -29,14 +28,12 @@ import monai_cae  # noqa: E402
 from monai_cae.apps.monailabel import DEFAULT_BUNDLE_PATH  # noqa: E402
 from monai_cae.data import UnusableImageError  # noqa: E402
 from lib.bundle_model import ImageNotFoundError, ModelNotReadyError  # noqa: E402
+from lib.datastore import StudiesDatastore  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "cae"
 """The name of the infer and train tasks (``/infer/cae``, ``/train/cae``)."""
-
-DICOM_PATTERNS = ("*.dcm", "*.DCM", "*.dicom")
-"""Files a local studies folder offers besides MONAI Label's defaults (NIfTI, NRRD, PNG, JPEG, TIFF)."""
 
 
 class CAEApp(MONAILabelApp):
@@ -62,12 +59,11 @@ class CAEApp(MONAILabelApp):
         )
 
     def init_datastore(self) -> Datastore:
-        """A DICOMweb datastore for a URL; otherwise the studies folder, offering DICOM files too."""
+        """A DICOMweb datastore for a URL; otherwise the studies folder with every image in its sub-folders."""
         if self.studies.startswith(("http://", "https://")):
             return super().init_datastore()
-        return LocalDatastore(
+        return StudiesDatastore(
             self.studies,
-            extensions=[*settings.MONAI_LABEL_DATASTORE_FILE_EXT, *DICOM_PATTERNS],
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
         )
@@ -85,18 +81,26 @@ class CAEApp(MONAILabelApp):
         return {**self.task_config.strategy(), "random": Random()}
 
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
-        """MONAI Label's infer, with the requested image id kept and failures answered as HTTP errors.
+        """MONAI Label's infer on an image of the datastore, named by its id; failures answered as HTTP errors.
 
-        A missing image is 404, an image the cohort pipeline cannot use 422 (with its reason code and detail), a
-        bundle without trained model 409; the server keeps running.
+        The id is resolved here, by the datastore alone: MONAI Label would open any path that exists on the server
+        (``/etc/passwd``, ``../``, a folder it then scans), and an uploaded file or a session arrives as such a path
+        too. Anything that is not an image of the datastore is 404 with one message, whether a file of that name
+        exists or not; an image the cohort pipeline cannot use is 422 with its reason code and detail; a bundle
+        without trained model 409. The server keeps running.
         """
-        request = {**request, "image_id": request.get("image")}
+        image_id = request.get("image")
+        store = datastore or self.datastore()
+        path = store.get_image_uri(image_id) if isinstance(image_id, str) and image_id else ""
+        not_found = HTTPException(status_code=404, detail=f"image {image_id!r} is not in the datastore.")
+        if not path:
+            raise not_found
         try:
-            return super().infer(request, datastore)
-        except ImageNotFoundError as e:
-            raise HTTPException(status_code=404, detail=str(e)) from e
+            return super().infer({**request, "image": path, "image_id": image_id}, store)
+        except ImageNotFoundError as e:  # gone since it was listed
+            raise not_found from e
         except UnusableImageError as e:
-            raise HTTPException(status_code=422, detail=f"image {request['image_id']!r} is unusable: {e}") from e
+            raise HTTPException(status_code=422, detail=f"image {image_id!r} is unusable: {e}") from e
         except ModelNotReadyError as e:
             raise HTTPException(status_code=409, detail=str(e)) from e
 
