@@ -2,8 +2,9 @@
 
 It reads ``configs/inference.json`` of the bundle, builds the network there (``load_model``) and loads images with
 the cohort pipeline's readers (:func:`~monai_cae.data.probe_file`, :class:`~monai_cae.data.CohortDataset`), so an
-image gets the same stratum here as in ``monai-cae-report``. The model is loaded again whenever ``model.pt``
-changes (after a train task), and results are cached per file and model.
+image gets the same stratum here as in ``monai-cae-report``. The model is the bundle's current version
+(:mod:`lib.versions`): every request looks the version up again, so the model trained by a train task is used from
+the first request after it completed, with its own reference embeddings; results are cached per file and model.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import base64
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,8 @@ from monai_cae.data.manifest import SELECTED
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 from monai_cae.reports import assign_cohort, decode_prototypes, image_png, outlier_threshold, reference_similarities
 from monai_cae.reports import stratum_latent_norms
+
+from .versions import ModelVersion, current_version, shipped_version
 
 __all__ = ["OPTIONS", "BundleStrata", "ImageNotFoundError", "ImageStrata", "ModelNotReadyError", "radiograph_entries"]
 
@@ -40,7 +43,7 @@ OPTIONS = {
 
 
 class ImageNotFoundError(FileNotFoundError):
-    """The requested image is neither in the datastore nor a file on the server."""
+    """The requested image is not in the datastore."""
 
 
 class ModelNotReadyError(RuntimeError):
@@ -59,6 +62,7 @@ class ImageStrata:
             threshold is known (no fixed one and no reference embeddings).
         threshold: that threshold, or ``None``.
         threshold_source: ``"fixed"``, ``"reference"`` or ``"none"``.
+        model_version: the model's version (:attr:`~lib.versions.ModelVersion.name`).
     """
 
     stratum: int
@@ -67,6 +71,7 @@ class ImageStrata:
     outlier: bool | None
     threshold: float | None
     threshold_source: str
+    model_version: str
 
     @property
     def similarity(self) -> float:
@@ -76,7 +81,10 @@ class ImageStrata:
 
 @dataclass
 class _Loaded:
-    stamp: tuple[int, int]
+    stamp: tuple[str, int, int]
+    version: ModelVersion
+    img_size: int
+    transform: Callable
     network: ContrastiveAutoEncoder
     threshold: float | None
     threshold_source: str
@@ -125,8 +133,12 @@ class BundleStrata:
     Args:
         bundle_path: the bundle folder (holding ``configs/inference.json`` and ``models/model.pt``).
         options: overrides of :data:`OPTIONS` keys of ``inference.json`` (strings are converted; other keys are
-            ignored). ``reference_embeddings`` defaults to the training run's ``runs/train/prototypes/embeddings.npy``
-            when that file exists, which calibrates the outlier flag (``outlier_percentile`` of the training images).
+            ignored). Without ``ckpt_path`` the model is the bundle's current version
+            (:func:`~lib.versions.current_version`: the last one trained from MONAI Label, else
+            ``models/model.pt``), and without
+            ``reference_embeddings`` the outlier flag is calibrated on that version's training images
+            (``outlier_percentile`` of their similarities), when its ``prototypes/embeddings.npy`` exists. A
+            ``ckpt_path`` given pins the model (with the main run's reference embeddings unless given too).
         config_file: the inference config's file name.
 
     Raises:
@@ -146,38 +158,55 @@ class BundleStrata:
         self.parser = ConfigParser()
         self.parser.read_config(config_path)
         self.parser["bundle_root"] = self.bundle_path
-        for key, value in _typed_options(options or {}).items():
+        typed = _typed_options(options or {})
+        for key, value in typed.items():
             self.parser[key] = value
-        self.ckpt_path = os.path.abspath(self.parser.get_parsed_content("ckpt_path"))
-        self.img_size = self.parser.get_parsed_content("img_size")
+        self.pinned: ModelVersion | None = None
+        if "ckpt_path" in typed:
+            shipped = shipped_version(self.bundle_path)
+            model = os.path.abspath(str(typed["ckpt_path"]))
+            self.pinned = ModelVersion("ckpt_path", os.path.dirname(model), model, shipped.reference_embeddings)
         self.modalities = self.parser.get_parsed_content("modalities")
         self.device = self.parser.get_parsed_content("device")
         self.fixed_threshold = self.parser.get_parsed_content("outlier_threshold")
         self.percentile = float(self.parser.get_parsed_content("outlier_percentile"))
-        reference = self.parser.get_parsed_content("reference_embeddings")
-        self.reference_embeddings = reference or os.path.join(
-            self.bundle_path, "runs", "train", "prototypes", "embeddings.npy"
-        )
-        self._transform = cohort_transform(self.img_size)
+        self.fixed_reference = self.parser.get_parsed_content("reference_embeddings")
         self._lock = threading.Lock()
         self._loaded: _Loaded | None = None
         self._cache: dict[tuple, ImageStrata] = {}
 
-    def _load(self, stamp: tuple[int, int]) -> _Loaded:
+    def version(self) -> ModelVersion:
+        """The model to use now: the pinned one, else the bundle's current version, looked up again every time.
+
+        Raises:
+            ModelNotReadyError: when the version pointer cannot be read.
+        """
+        if self.pinned is not None:
+            return self.pinned
         try:
-            # lazy=False: a new network every time, as the checkpoint may hold another number of prototypes
+            return current_version(self.bundle_path)
+        except ValueError as e:
+            raise ModelNotReadyError(str(e)) from e
+
+    def _load(self, version: ModelVersion, stamp: tuple[str, int, int]) -> _Loaded:
+        self.parser["ckpt_path"] = version.model
+        try:
+            # lazy=False: a new network every time, as the checkpoint may hold another number of prototypes, and
+            # the input size again, from the new model's card
             network = self.parser.get_parsed_content("network", lazy=False)
+            img_size = self.parser.get_parsed_content("img_size", lazy=False)
         except Exception as e:  # the config wraps load_model's error in its own
             cause = e.__cause__ or e
-            raise ModelNotReadyError(f"cannot load the model {self.ckpt_path}: {cause}") from e
+            raise ModelNotReadyError(f"cannot load the model {version.model}: {cause}") from e
         prototypes = network.prototypes.detach().float().cpu().numpy()
+        reference_path = self.fixed_reference or version.reference_embeddings
         reference = None
-        if os.path.isfile(self.reference_embeddings):
-            reference = np.load(self.reference_embeddings)
+        if os.path.isfile(reference_path):
+            reference = np.load(reference_path)
         elif self.fixed_threshold is None:
             logger.warning(
                 "no reference embeddings at %s and no outlier_threshold: the outlier flag is off (train the bundle "
-                "or pass --conf outlier_threshold VALUE).", self.reference_embeddings,
+                "or pass --conf outlier_threshold VALUE).", reference_path,
             )
         similarities = reference_similarities(reference, prototypes)
         if self.fixed_threshold is None and similarities is None:
@@ -193,23 +222,26 @@ class BundleStrata:
             norms = stratum_latent_norms(reference, (unit(reference) @ unit(prototypes).T).argmax(1), k)
         decoded = decode_prototypes(network, self.device, norms)
         pngs = [base64.b64encode(image_png(image, scale=4)).decode("ascii") for image in decoded]
-        logger.info("loaded %s: %d strata, outlier threshold %s (%s)", self.ckpt_path, k, threshold, source)
-        return _Loaded(stamp, network, threshold, source, pngs)
+        logger.info("loaded %s (version %s): %d strata, outlier threshold %s (%s)", version.model, version.name, k,
+                    threshold, source)
+        return _Loaded(stamp, version, img_size, cohort_transform(img_size), network, threshold, source, pngs)
 
     def current(self) -> _Loaded:
-        """The loaded model, loaded again when the checkpoint changed since.
+        """The current version's model, loaded again when the version or its checkpoint changed since.
 
         Raises:
             ModelNotReadyError: when there is no usable checkpoint.
         """
-        stamp = _stamp(self.ckpt_path)
-        if stamp is None:
+        version = self.version()
+        file_stamp = _stamp(version.model)
+        if file_stamp is None:
             raise ModelNotReadyError(
-                f"no trained model at {self.ckpt_path}: train the bundle first (MONAI Label: POST /train/cae)."
+                f"no trained model at {version.model}: train the bundle first (MONAI Label: POST /train/cae)."
             )
+        stamp = (version.name, *file_stamp)
         with self._lock:
             if self._loaded is None or self._loaded.stamp != stamp:
-                self._loaded = self._load(stamp)
+                self._loaded = self._load(version, stamp)
                 self._cache.clear()
             return self._loaded
 
@@ -253,7 +285,7 @@ class BundleStrata:
             The assignment (cached while the file and the model stay the same).
 
         Raises:
-            ImageNotFoundError: when ``path`` does not exist.
+            ImageNotFoundError: when ``path`` does not exist (any more).
             UnusableImageError: for a file the cohort pipeline skips (its reason code and detail).
             ModelNotReadyError: before training.
         """
@@ -263,7 +295,7 @@ class BundleStrata:
         key = (os.path.abspath(path), _stamp(path), model.stamp)
         if key in self._cache:
             return self._cache[key]
-        dataset = CohortDataset([self._entry(path)], self.img_size, transform=self._transform)
+        dataset = CohortDataset([self._entry(path)], model.img_size, transform=model.transform)
         loader = CohortDataLoader(dataset, batch_size=1)
         with self._lock:  # one forward pass at a time: infer and active learning share the network
             result = assign_cohort(model.network, loader, self.device, progress=False)
@@ -278,6 +310,7 @@ class BundleStrata:
             outlier=None if model.threshold is None else bool(similarity < model.threshold),
             threshold=model.threshold,
             threshold_source=model.threshold_source,
+            model_version=model.version.name,
         )
         self._cache[key] = strata
         return strata

@@ -34,7 +34,7 @@ class CAEConfig(TaskConfig):
 
         Args:
             name: the model name in MONAI Label (the infer and train task's name).
-            model_dir: the app's model folder (unused: the model lives in the bundle).
+            model_dir: the app's model folder (unused: the model versions live in the bundle).
             conf: the app's options; ``bundle_path`` is required.
             planner: unused.
             kwargs: unused.
@@ -47,9 +47,8 @@ class CAEConfig(TaskConfig):
         if not conf.get("bundle_path"):
             raise ValueError("conf needs bundle_path, the folder of the cae bundle.")
         self.bundle_path = os.path.abspath(conf["bundle_path"])
-        self.path = os.path.join(self.bundle_path, "models", "model.pt")
         self.model = BundleStrata(self.bundle_path, conf)
-        logger.info("bundle %s, model %s", self.bundle_path, self.model.ckpt_path)
+        logger.info("bundle %s (its current model version is looked up at every request)", self.bundle_path)
 
     def infer(self) -> dict[str, InferTask]:
         """The CLASSIFICATION task, under the model's name."""

@@ -26,7 +26,8 @@ class StrataInfer(InferTask):
     The result (the ``params`` JSON of ``POST /infer/<model>?image=<id>``; there is no label image) holds
     ``prediction`` (the stratum's name), ``stratum``, ``scores`` (soft assignment per stratum name), ``similarity``
     (cosine similarity to the nearest prototype), ``similarities`` (per stratum), ``outlier`` with
-    ``outlier_threshold`` and ``outlier_source``, and, unless the request says ``"prototype_image": false``,
+    ``outlier_threshold`` and ``outlier_source``, ``model_version`` (the bundle's model version that answered:
+    ``bundle`` or a version trained from MONAI Label, see :mod:`lib.versions`), and, unless the request says ``"prototype_image": false``,
     ``prototype_png``: the stratum's prototype as a base64 PNG.
 
     Args:
@@ -58,8 +59,8 @@ class StrataInfer(InferTask):
         """Assign the request's image.
 
         Args:
-            request: MONAI Label's infer request; ``image`` is the file or series folder the datastore resolved,
-                ``image_id`` (set by the app) the identifier the client asked for.
+            request: MONAI Label's infer request; ``image`` is the file or series folder the datastore resolved
+                (the app resolves every id itself), ``image_id`` the identifier the client asked for.
 
         Returns:
             ``(None, result)``: no label file, the result JSON.
@@ -86,6 +87,7 @@ class StrataInfer(InferTask):
             "outlier": strata.outlier,
             "outlier_threshold": strata.threshold,
             "outlier_source": strata.threshold_source,
+            "model_version": strata.model_version,
         }
         if str(request.get("prototype_image", True)).lower() not in ("false", "0"):
             result["prototype_png"] = self.model.prototype_png(strata.stratum)

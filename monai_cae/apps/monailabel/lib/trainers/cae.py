@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import numpy as np
+import torch
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.bundle import BundleTrainTask
 
 from monai_cae.data import RADIOGRAPH_MODALITIES, ArrayImageDataset, CohortDataset
 
 from ..bundle_model import radiograph_entries
+from ..versions import ModelVersion, current_version, new_version, publish
 
 __all__ = ["DATASETS", "CAETrain"]
 
@@ -21,6 +24,7 @@ DATASETS = ("datastore", "bundle")
 """Training data: the datastore's images (unlabelled, read by the cohort pipeline) or the bundle's own dataset."""
 
 _MIN_IMAGES = 4  # the elbow method needs two cluster counts in [2, N - 1]
+_PROTOTYPES = "assignment.prototypes"  # the state dict's prototype buffer (PrototypeAssignment)
 
 
 class CAETrain(BundleTrainTask):
@@ -28,8 +32,13 @@ class CAETrain(BundleTrainTask):
 
     The request (``POST /train/<model>`` body) takes ``max_epochs`` and ``warmup_epochs`` (the contrastive phase,
     before prototype discovery), ``dataset`` (one of :data:`DATASETS`; default ``"datastore"``), ``pretrained``
-    (start from ``models/model.pt``), ``device`` and ``run_id`` (default ``"run"``, train.json's workflow). The
-    trained model replaces the bundle's ``models/model.pt``; the infer task picks it up at its next request.
+    (start from the current version's weights; its prototypes are discovered again, so that the strata belong to
+    the new model), ``device`` and ``run_id`` (default ``"run"``, train.json's workflow).
+
+    Every task trains a new model version (:mod:`lib.versions`): train.json's ``output_dir`` and ``model_dir`` go
+    to its own run folder ``runs/label/<version>/``, so its model, prototypes, reference embeddings, checkpoints and
+    TensorBoard events stay together, and the bundle's ``models/`` and ``runs/train/`` are never written. The
+    version becomes current when training completed; the infer task uses it from its next request.
 
     With ``"datastore"``, every image of the datastore (labelled or not) is decoded once by the cohort pipeline,
     skipped files are logged, and the batch size and cluster counts shrink to fit a small collection; the kNN
@@ -49,11 +58,14 @@ class CAETrain(BundleTrainTask):
             raise FileNotFoundError(f"no train config in {bundle_path}/configs: pass --conf bundle_path.")
         self._request: dict[str, Any] = {}
         self._images: list[str] = []
+        self._version: ModelVersion | None = None
+        self._previous: ModelVersion | None = None
 
     def config(self) -> dict[str, Any]:
         """The options MONAI Label shows for this task."""
         options = super().config()
         options.pop("val_split", None)  # no labels, so no validation split
+        options.pop("model_filename", None)  # training starts from the current version, not a file of models/
         options.update(
             max_epochs=int(self.bundle_config.get("max_epochs")),
             warmup_epochs=int(self.bundle_config.get("warmup_epochs")),
@@ -63,10 +75,11 @@ class CAETrain(BundleTrainTask):
         return options
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
-        """Check the request, then run train.json's ``run`` workflow with MONAI Label's overrides and ours.
+        """Check the request, run train.json's ``run`` workflow into a new version, and make that version current.
 
         Raises:
             ValueError: for epochs out of order, an unknown dataset, or fewer than 4 usable datastore images.
+            FileNotFoundError: when training ended without a model (the current version stays).
         """
         defaults = self.config()
         max_epochs = int(request.get("max_epochs", defaults["max_epochs"]))
@@ -84,7 +97,15 @@ class CAETrain(BundleTrainTask):
         if dataset == "datastore":
             # the decoded images go to the workflow as an object, which torchrun's config file cannot carry
             self._request.update(multi_gpu=False, force_multi_gpu=False)
-        return super().__call__(self._request, datastore)
+        self._previous = current_version(self.bundle_path)
+        self._version = new_version(self.bundle_path)
+        logger.info("train: version %s in %s (current: %s)", self._version.name, self._version.folder,
+                    self._previous.name)
+        result = super().__call__(self._request, datastore)
+        # only reached when the workflow completed: an exception, or a killed process, leaves the pointer alone
+        publish(self.bundle_path, self._version, self._previous)
+        logger.info("train: version %s is current (previous: %s)", self._version.name, self._previous.name)
+        return {**(result or {}), "version": self._version.name, "previous": self._previous.name}
 
     def _fetch_datalist(self, request: dict[str, Any], datastore: Datastore) -> list[dict[str, str]]:
         # unsupervised: every image counts, labelled or not (the base class keeps only labelled ones)
@@ -98,9 +119,18 @@ class CAETrain(BundleTrainTask):
         return datalist, None
 
     def _load_checkpoint(self, model_pytorch: str, pretrained: bool, train_handlers: list) -> None:
-        # MONAI Label 0.8.5 tests os.path.exists(None), a TypeError, when training starts from scratch
-        if pretrained:
-            super()._load_checkpoint(model_pytorch, pretrained, train_handlers)
+        # MONAI Label passes models/<model_filename>; a new version starts from the current one instead. MONAI Label
+        # 0.8.5 also tests os.path.exists(None), a TypeError, when training starts from scratch.
+        if not pretrained or not os.path.isfile(self._previous.model):
+            return
+        # the weights without the prototypes: the discovery handler runs again only for a network without any
+        state = torch.load(self._previous.model, map_location="cpu", weights_only=True)
+        state = {key: value[:0] if key.endswith(_PROTOTYPES) else value for key, value in state.items()}
+        start = os.path.join(self._version.folder, "pretrained.pt")
+        torch.save(state, start)
+        logger.info("train: starting from version %s (%s), prototypes discovered again", self._previous.name,
+                    self._previous.model)
+        super()._load_checkpoint(start, True, train_handlers)
 
     def _datastore_dataset(self) -> ArrayImageDataset:
         entries = [e for path in self._images for e in radiograph_entries(path, RADIOGRAPH_MODALITIES)]
@@ -128,6 +158,8 @@ class CAETrain(BundleTrainTask):
         overrides.pop("validate#dataset#data", None)
         overrides["warmup_epochs"] = self._request["warmup_epochs"]
         overrides["progress"] = False
+        overrides["output_dir"] = self._version.folder
+        overrides["model_dir"] = self._version.model_dir
         if self._request["dataset"] == "datastore":
             dataset = self._datastore_dataset()
             n = len(dataset)
