@@ -7,19 +7,26 @@ from .factory import has_labels, make_dataset
 from .medmnist import MedMNISTDataset, load_medmnist
 from .mnist import MNISTDataset, read_idx
 from .privacy import pseudonymize
+from .unusable import DEFAULT_MAX_PIXELS, SKIP_REASONS, UnusableImageError, check_image_size
 from .dicom import (
     HEADER_FIELDS,
     RADIOGRAPH_MODALITIES,
-    SKIP_REASONS,
     DicomRadiographReader,
-    UnusableImageError,
     decode_dicom,
     dicom_image_problem,
     header_fields,
     is_dicom_file,
     read_dicom_header,
 )
-from .manifest import MANIFEST_COLUMNS, ManifestEntry, probe_file, read_manifest, scan_archive, write_manifest
+from .manifest import (
+    MANIFEST_COLUMNS,
+    ManifestEntry,
+    probe_file,
+    read_image_shape,
+    read_manifest,
+    scan_archive,
+    write_manifest,
+)
 from .cohort import (
     CohortDataLoader,
     CohortDataset,
@@ -42,11 +49,13 @@ __all__ = [
     "preprocessing_transform",
     "ArrayImageDataset", "MNISTDataset", "MedMNISTDataset", "load_medmnist", "make_dataset", "read_idx",
     "pseudonymize",
+    "DEFAULT_MAX_PIXELS",
+    "SKIP_REASONS",
+    "UnusableImageError",
+    "check_image_size",
     "HEADER_FIELDS",
     "RADIOGRAPH_MODALITIES",
-    "SKIP_REASONS",
     "DicomRadiographReader",
-    "UnusableImageError",
     "decode_dicom",
     "dicom_image_problem",
     "header_fields",
@@ -55,6 +64,7 @@ __all__ = [
     "MANIFEST_COLUMNS",
     "ManifestEntry",
     "probe_file",
+    "read_image_shape",
     "read_manifest",
     "scan_archive",
     "write_manifest",

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from .cohort import CohortDataLoader, CohortDataset
 from .dicom import RADIOGRAPH_MODALITIES
 from .manifest import SELECTED, ManifestEntry, csv_cell, scan_archive
+from .unusable import DEFAULT_MAX_PIXELS
 
 __all__ = ["ARCHIVE_SPLITS", "ArchiveDataset", "patient_key", "split_patients"]
 
@@ -101,6 +102,7 @@ class ArchiveDataset(torch.utils.data.Dataset):
         num_workers: decoding processes of the first pass (:func:`~monai_cae.data.default_num_workers` when
             ``None``).
         progress: show progress bars.
+        max_pixels: the largest image accepted (larger ones are skipped as ``"too_large"`` before decoding).
 
     Raises:
         ValueError: for an unknown ``split``, or when the split holds no usable image.
@@ -121,23 +123,24 @@ class ArchiveDataset(torch.utils.data.Dataset):
         record_dir: str | None = None,
         num_workers: int | None = None,
         progress: bool = True,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         if split not in ARCHIVE_SPLITS:
             raise ValueError(f"split must be one of {ARCHIVE_SPLITS}, got {split!r}.")
-        manifest = scan_archive(root, modalities, views, body_parts, progress=progress)
+        manifest = scan_archive(root, modalities, views, body_parts, progress=progress, max_pixels=max_pixels)
         selected = [e for e in manifest if e.status == SELECTED]
         held_out = split_patients([patient_key(e) for e in selected], val_fraction, seed)
         split_of = {id(e): ("val" if patient_key(e) in held_out else "train") for e in selected}
         chosen = [e for e in selected if split == "all" or split_of[id(e)] == split]
         self.skipped: list[tuple[str, str, str]] = [(e.image_id, e.reason, e.detail) for e in manifest
                                                     if e.status != SELECTED]
-        self.entries = self._decode_once(chosen, img_size, cache_dir, num_workers, progress)
+        self.entries = self._decode_once(chosen, img_size, cache_dir, num_workers, progress, max_pixels)
         if not self.entries:
             raise ValueError(
                 f"the {split} split of {os.path.abspath(root)} holds no usable image ({len(manifest)} files scanned, "
                 f"{len(selected)} selected); see the skipped files' reasons."
             )
-        self.data = CohortDataset(self.entries, img_size, cache_dir=cache_dir)
+        self.data = CohortDataset(self.entries, img_size, cache_dir=cache_dir, max_pixels=max_pixels)
         self.patients = sorted({patient_key(e) for e in self.entries})
         if record_dir is not None:
             rows = [(e.image_id, patient_key(e), split_of[id(e)]) for e in selected]
@@ -148,9 +151,9 @@ class ArchiveDataset(torch.utils.data.Dataset):
 
     def _decode_once(
         self, entries: list[ManifestEntry], img_size: Sequence[int] | int, cache_dir: str | None,
-        num_workers: int | None, progress: bool,
+        num_workers: int | None, progress: bool, max_pixels: int,
     ) -> list[ManifestEntry]:
-        dataset = CohortDataset(entries, img_size, cache_dir=cache_dir)
+        dataset = CohortDataset(entries, img_size, cache_dir=cache_dir, max_pixels=max_pixels)
         loader = CohortDataLoader(dataset, batch_size=32, num_workers=num_workers)
         for _ in tqdm(loader, desc="Decoding the archive", disable=not progress, leave=False):
             pass

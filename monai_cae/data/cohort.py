@@ -25,8 +25,9 @@ from monai.transforms import (
 from monai.utils import ensure_tuple_rep
 from torch.utils.data import default_collate
 
-from .dicom import DicomRadiographReader, UnusableImageError, is_dicom_file
-from .manifest import NIFTI_EXTENSIONS, SELECTED, ManifestEntry
+from .dicom import DicomRadiographReader, is_dicom_file
+from .manifest import NIFTI_EXTENSIONS, SELECTED, ManifestEntry, read_image_shape
+from .unusable import DEFAULT_MAX_PIXELS, UnusableImageError, check_image_size, validate_max_pixels
 
 __all__ = [
     "CohortDataLoader",
@@ -92,17 +93,27 @@ class LoadRadiographd(MapTransform):
         format_key: key of the format (``"dicom"``, ``"nifti"`` or ``"image"``), as in the manifest; detected with
             :func:`file_format` when the item has none.
         apply_voi: apply DICOM VOI LUTs / windows.
+        max_pixels: the largest image accepted; the size a file declares is checked before it is decoded.
 
     Raises:
-        UnusableImageError: ``"volume_3d"`` for more than two non-singleton spatial axes, ``"non_finite"`` for a NaN
-            or infinite value, ``"constant_image"`` when every pixel has the same value, and whatever
+        UnusableImageError: ``"too_large"`` for an image declaring more than ``max_pixels`` pixels, ``"volume_3d"``
+            for more than two non-singleton spatial axes, ``"non_finite"`` for a NaN or infinite value,
+            ``"constant_image"`` when every pixel has the same value, and whatever
             :func:`~monai_cae.data.dicom.decode_dicom` raises.
+        ValueError: for a ``max_pixels`` below 1 (on construction).
     """
 
-    def __init__(self, keys: KeysCollection = "image", format_key: str = "format", apply_voi: bool = True) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        format_key: str = "format",
+        apply_voi: bool = True,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
         super().__init__(keys)
         self.format_key = format_key
-        self.dicom_reader = DicomRadiographReader(apply_voi=apply_voi)
+        self.max_pixels = validate_max_pixels(max_pixels)
+        self.dicom_reader = DicomRadiographReader(apply_voi, self.max_pixels)
         with _quiet_monai_readers():
             self.loader = LoadImage(image_only=True, ensure_channel_first=True)
             # rows first for PIL and ITK, like the project's image folders; nibabel refuses the option
@@ -111,10 +122,10 @@ class LoadRadiographd(MapTransform):
     def _load(self, path: str, file_format: str) -> torch.Tensor:
         if file_format == "dicom":
             image = self.loader(path, reader=self.dicom_reader)
-        elif file_format == "nifti":
-            image = self.loader(path)
         else:
-            image = self.rows_first_loader(path)
+            # again at loading: the file may have been replaced since the scan
+            check_image_size(read_image_shape(path)[1], self.max_pixels, "the header")
+            image = (self.loader if file_format == "nifti" else self.rows_first_loader)(path)
         spatial = list(image.shape[1:])
         # 2D NIfTI / TIFF often carry trailing singleton axes
         while len(spatial) > 2 and spatial[-1] == 1:
@@ -150,7 +161,12 @@ def _to_grey(image: torch.Tensor) -> torch.Tensor:
     return image[:3].mean(0, keepdim=True) if image.shape[0] in (3, 4) else image[:1]
 
 
-def cohort_transform(img_size: Sequence[int] | int = 28, apply_voi: bool = True, keys: str = "image") -> Compose:
+def cohort_transform(
+    img_size: Sequence[int] | int = 28,
+    apply_voi: bool = True,
+    keys: str = "image",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Compose:
     """Load a 2D radiograph of any supported format and bring it to the model's input (:data:`PREPROCESSING`).
 
     Grey, channel-first, the longest side resized to ``img_size`` and the other padded with zeros, intensities mapped
@@ -162,6 +178,8 @@ def cohort_transform(img_size: Sequence[int] | int = 28, apply_voi: bool = True,
         img_size: model input size.
         apply_voi: apply DICOM VOI LUTs / windows.
         keys: key holding the file path (and ``"format"`` beside it, detected when absent).
+        max_pixels: the largest image accepted, checked before decoding
+            (:data:`~monai_cae.data.unusable.DEFAULT_MAX_PIXELS` by default).
 
     Returns:
         A MONAI ``Compose`` over ``{keys: path, "format": ...}`` dictionaries.
@@ -169,7 +187,7 @@ def cohort_transform(img_size: Sequence[int] | int = 28, apply_voi: bool = True,
     size = ensure_tuple_rep(img_size, 2)
     return Compose(
         [
-            LoadRadiographd(keys, apply_voi=apply_voi),
+            LoadRadiographd(keys, apply_voi=apply_voi, max_pixels=max_pixels),
             Lambdad(keys, _to_grey),
             Resized(keys, spatial_size=max(size), size_mode="longest", mode="area"),
             ResizeWithPadOrCropd(keys, spatial_size=size),
@@ -211,6 +229,7 @@ class CohortDataset(torch.utils.data.Dataset):
         cache_dir: optional folder for a ``monai.data.PersistentDataset`` cache of preprocessed images, keyed by
             path, size and modification time (a changed file is decoded again) and by ``img_size``.
         transform: loading transform; :func:`cohort_transform` when omitted.
+        max_pixels: the largest image accepted by that default transform.
     """
 
     def __init__(
@@ -219,10 +238,11 @@ class CohortDataset(torch.utils.data.Dataset):
         img_size: Sequence[int] | int = 28,
         cache_dir: str | None = None,
         transform: Callable | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.manifest = list(entries)
         self.entries = [e for e in self.manifest if e.status == SELECTED]
-        transform = transform or cohort_transform(img_size)
+        transform = transform or cohort_transform(img_size, max_pixels=max_pixels)
         items = [{"image": e.path, "format": e.format} for e in self.entries]
         if cache_dir:
             for item in items:

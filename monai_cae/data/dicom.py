@@ -11,26 +11,41 @@ from __future__ import annotations
 import os
 import struct
 import warnings
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
 import pydicom
 from monai.data import ImageReader
-from monai.utils import ensure_tuple
+from monai.utils import ensure_tuple, optional_import
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
+from pydicom.pixels.utils import _get_jpg_parameters
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, apply_windowing
 from pydicom.pixels.decoders.base import get_decoder
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000TransferSyntaxes,
+    JPEGLSTransferSyntaxes,
+    JPEGTransferSyntaxes,
+)
+
+from .unusable import DEFAULT_MAX_PIXELS, MAX_BYTES_PER_PIXEL, UnusableImageError, check_image_size
+
+openjpeg, _ = optional_import("openjpeg")
 
 __all__ = [
     "AGE_BANDS",
     "HEADER_FIELDS",
     "RADIOGRAPH_MODALITIES",
-    "SKIP_REASONS",
     "DicomRadiographReader",
-    "UnusableImageError",
     "decode_dicom",
     "dicom_image_problem",
     "header_fields",
@@ -65,46 +80,12 @@ back on ``ImagerPixelSpacing`` (projection radiographs often carry only the dete
 AGE_BANDS = ((0, 17), (18, 39), (40, 59), (60, 79), (80, None))
 """Age bands in years, ``(first, last)`` with ``None`` for no upper end; written as ``"0-17"`` ... ``"80+"``."""
 
-SKIP_REASONS = {
-    "unreadable": "the file could not be opened or read (permissions, broken link, not a regular file)",
-    "not_image": "neither a DICOM file nor a supported image format",
-    "corrupt": "truncated or corrupt file (header or pixel data)",
-    "no_pixel_data": "DICOM object without an image (structured report, presentation state, plan, ...)",
-    "no_decoder": "compressed transfer syntax or image format with no decoder installed",
-    "volume_3d": "3D volume or multi-frame object where a 2D radiograph is expected",
-    "empty_image": "zero-sized image",
-    "constant_image": "every pixel has the same value",
-    "non_finite": "a pixel is NaN or infinite (a float image with missing values, a rescale that overflows)",
-    "duplicate": "SOPInstanceUID already seen in another file",
-    "modality": "modality not selected (not a 2D radiograph)",
-    "view": "view position not selected",
-    "body_part": "body part not selected",
-}
-"""Reason codes of skipped inputs (``skipped.csv``'s ``reason`` column), with their meaning."""
 
 _LUMINANCE = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, the weights of DICOM's YBR_FULL
 # what pydicom needs to decode pixels; an image object lacking any was cut short or damaged
 _IMAGE_DESCRIPTION = ("SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns", "BitsAllocated")
 # file meta or the first data elements of an old ACR-NEMA file (no preamble): group 0x0002 or 0x0008
 _RAW_GROUPS = (0x0002, 0x0008)
-
-
-class UnusableImageError(ValueError):
-    """An input that cannot become a model input.
-
-    Args:
-        reason: a key of :data:`SKIP_REASONS`.
-        detail: a specific, human-readable explanation.
-
-    Raises:
-        ValueError: for an unknown reason code.
-    """
-
-    def __init__(self, reason: str, detail: str) -> None:
-        if reason not in SKIP_REASONS:
-            raise ValueError(f"unknown skip reason {reason!r}; expected one of {sorted(SKIP_REASONS)}.")
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
 
 
 def _looks_like_raw_dicom(head: bytes) -> bool:
@@ -139,21 +120,91 @@ def is_dicom_file(path: str) -> bool:
     return head[128:132] == b"DICM" or _looks_like_raw_dicom(head)
 
 
-def read_dicom_header(path: str) -> Dataset:
+_INFLATE_CHUNK = 1 << 20
+# pydicom inflates a deflated data set whole, in memory, even to read its header
+_META_GROUP_LENGTH = struct.Struct("<HH2sHI")
+
+
+def _check_inflated_size(path: str, max_pixels: int) -> None:
+    # a deflated data set is inflated piece by piece, and the file refused as soon as it outgrows the largest image
+    # accepted: a few MB of zeros inflate to gigabytes
+    with open(path, "rb") as f:
+        if f.read(132)[128:] != b"DICM" or read_file_meta_info(path).get("TransferSyntaxUID") != (
+            DeflatedExplicitVRLittleEndian
+        ):
+            return
+        group, element, vr, _, group_length = _META_GROUP_LENGTH.unpack(f.read(_META_GROUP_LENGTH.size).ljust(12, b"\0"))
+        if (group, element, vr) != (0x0002, 0x0000, b"UL"):
+            raise UnusableImageError("corrupt", "deflated data set without the file meta group length")
+        f.seek(132 + _META_GROUP_LENGTH.size + group_length)
+        limit = max_pixels * MAX_BYTES_PER_PIXEL
+        inflater, inflated = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        try:
+            while not inflater.eof and (data := inflater.unconsumed_tail or f.read(_INFLATE_CHUNK)):
+                inflated += len(inflater.decompress(data, _INFLATE_CHUNK))
+                if inflated > limit:
+                    raise UnusableImageError(
+                        "too_large",
+                        f"the deflated data set inflates to more than {limit:,} bytes ({MAX_BYTES_PER_PIXEL} bytes "
+                        f"for each of max_pixels = {max_pixels:,})",
+                    )
+        except zlib.error as e:
+            raise UnusableImageError("corrupt", f"damaged deflated data set ({e})") from e
+
+
+def _jpeg_shape(frame: bytes) -> tuple[int, int, int]:
+    # pydicom's own parse of the JPEG / JPEG-LS frame header (libjpeg's get_parameters decodes the whole image)
+    params = _get_jpg_parameters(frame)
+    if "height" not in params:
+        raise ValueError("no start-of-frame segment")
+    return params["height"], params["width"], params["components"]
+
+
+def _j2k_shape(frame: bytes) -> tuple[int, int, int]:
+    if not hasattr(openjpeg, "get_parameters"):
+        raise UnusableImageError("no_decoder", "reading a JPEG 2000 frame header needs pylibjpeg-openjpeg")
+    params = openjpeg.get_parameters(frame)  # the SIZ segment only
+    return params["rows"], params["columns"], params["samples_per_pixel"]
+
+
+def _check_stream_size(ds: Dataset, max_pixels: int) -> None:
+    # a compressed frame carries its own size, which the decoder follows whatever the header says: a 1 KB JPEG may
+    # declare 16000 x 16000 pixels under a header of 512 x 512
+    syntax = _transfer_syntax(ds)
+    if syntax in JPEGTransferSyntaxes + JPEGLSTransferSyntaxes:
+        name, read_shape = "JPEG", _jpeg_shape
+    elif syntax in JPEG2000TransferSyntaxes:
+        name, read_shape = "JPEG 2000", _j2k_shape
+    else:
+        return  # native and RLE data are decoded to the header's size; deflate is bounded on reading
+    try:
+        shape = read_shape(next(generate_frames(ds.PixelData, number_of_frames=1)))
+    except UnusableImageError:
+        raise
+    except Exception as e:  # damaged fragments or stream headers raise StopIteration, ValueError, RuntimeError...
+        raise UnusableImageError("corrupt", f"damaged {name} stream ({type(e).__name__}: {e})") from e
+    check_image_size(shape, max_pixels, f"the {name} stream")
+
+
+def read_dicom_header(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Dataset:
     """Read a DICOM file's header without its pixel data.
 
     Files with a preamble are read strictly; files without one (old ACR-NEMA style, no file meta) are read with
     ``force=True`` and accepted only when they hold SOP or image elements. A file cut short (its last element holds
     fewer bytes than declared, or an image object ends before its image description) is corrupt.
 
+    A deflated data set is first inflated in pieces, and refused as ``"too_large"`` when it outgrows
+    ``max_pixels`` times :data:`~monai_cae.data.unusable.MAX_BYTES_PER_PIXEL` bytes, before pydicom inflates it whole.
+
     Args:
         path: the file.
+        max_pixels: the largest image accepted, which bounds how far a deflated data set may inflate.
 
     Returns:
         The dataset, stopped before the pixel data.
 
     Raises:
-        UnusableImageError: ``"unreadable"``, ``"not_image"`` or ``"corrupt"``.
+        UnusableImageError: ``"unreadable"``, ``"not_image"``, ``"corrupt"`` or ``"too_large"``.
     """
     try:
         with open(path, "rb") as f:
@@ -163,6 +214,7 @@ def read_dicom_header(path: str) -> Dataset:
         has_preamble = head[128:132] == b"DICM"
         if not has_preamble and not _looks_like_raw_dicom(head):
             raise UnusableImageError("not_image", "no DICOM preamble or data set, and not a supported image format")
+        _check_inflated_size(path, max_pixels)
         # large private blobs stay on disk until asked for
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=not has_preamble, defer_size="64 KB")
         if not any(tag in ds for tag in ("SOPClassUID", "SOPInstanceUID", "Rows")):
@@ -268,11 +320,12 @@ def _transfer_syntax(ds: Dataset) -> UID:
     return ExplicitVRLittleEndian if little is not False else ExplicitVRBigEndian
 
 
-def dicom_image_problem(ds: Dataset) -> UnusableImageError | None:
+def dicom_image_problem(ds: Dataset, max_pixels: int = DEFAULT_MAX_PIXELS) -> UnusableImageError | None:
     """What stops a dataset from being decoded as one 2D image, judged from its header alone.
 
     Args:
         ds: a dataset (its pixel data may be absent, as after ``stop_before_pixels``).
+        max_pixels: the largest image accepted (rows x columns x samples per pixel).
 
     Returns:
         The problem, or ``None`` when the header describes a decodable 2D image.
@@ -292,7 +345,13 @@ def dicom_image_problem(ds: Dataset) -> UnusableImageError | None:
         return UnusableImageError(
             "volume_3d", f"{frames} frames of {rows} x {columns} ({sop_name}) where a 2D radiograph is expected"
         )
+    try:
+        check_image_size((rows, columns, int(ds.get("SamplesPerPixel", 1) or 1)), max_pixels, "the header")
+    except UnusableImageError as e:
+        return e
     syntax = _transfer_syntax(ds)
+    if not syntax.is_transfer_syntax:
+        return UnusableImageError("no_decoder", f"unknown transfer syntax {syntax} (private, or not DICOM's)")
     if syntax.is_compressed:
         try:
             decoder = get_decoder(syntax)
@@ -344,32 +403,39 @@ def _apply_luts(arr: np.ndarray, ds: Dataset, apply_voi: bool) -> np.ndarray:
     return out
 
 
-def decode_dicom(source: str | Dataset, apply_voi: bool = True) -> np.ndarray:
+def decode_dicom(
+    source: str | Dataset, apply_voi: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """Decode a single-frame DICOM image to a grey ``float32`` array in which larger values are brighter.
 
     Grey images go through the Modality LUT and, when ``apply_voi``, the first VOI LUT or window, then MONOCHROME1
     is inverted about the output range. RGB, YBR (converted to RGB by pydicom) and palette colour images become
     BT.601 luminance. 8 to 16 (and 32) bits stored, signed or unsigned, and every transfer syntax with an installed
-    decoder are handled; files without file meta are read with ``force=True``.
+    decoder are handled; files without file meta are read with ``force=True``. Before anything is inflated or decoded,
+    the size that the header and a compressed frame's own stream declare is checked against ``max_pixels``.
 
     Args:
         source: path of the file, or a dataset read with its pixel data.
         apply_voi: apply the VOI LUT / window stored in the file.
+        max_pixels: the largest image accepted (rows x columns x samples per pixel).
 
     Returns:
         ``(rows, columns)`` float32 image, not normalised.
 
     Raises:
         UnusableImageError: for an unreadable or corrupt file, a missing image, a multi-frame object, a zero-sized
-            image or a transfer syntax without decoder.
+            image, an image larger than ``max_pixels`` (``"too_large"``) or a transfer syntax without decoder.
     """
     if isinstance(source, Dataset):
         ds = source
     else:
         try:
+            _check_inflated_size(source, max_pixels)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 ds = pydicom.dcmread(source, force=True)
+        except UnusableImageError:
+            raise
         except OSError as e:
             raise UnusableImageError("unreadable", f"{type(e).__name__}: {e.strerror or e}") from e
         except Exception as e:
@@ -378,11 +444,12 @@ def decode_dicom(source: str | Dataset, apply_voi: bool = True) -> np.ndarray:
         ended = [str(w.message) for w in caught if "End of file" in str(w.message)]
         if ended or len(ds) == 0:
             raise UnusableImageError("corrupt", "truncated file: " + (ended[0] if ended else "no data element read"))
-    problem = dicom_image_problem(ds)
+    problem = dicom_image_problem(ds, max_pixels)
     if problem is not None:
         raise problem
     if "PixelData" not in ds:
         raise UnusableImageError("no_pixel_data", "the header describes an image but the file has no pixel data")
+    _check_stream_size(ds, max_pixels)
     if not getattr(ds, "file_meta", None) or "TransferSyntaxUID" not in ds.file_meta:
         # pydicom's pixel handlers read the transfer syntax from the file meta, which old files lack
         ds.file_meta = getattr(ds, "file_meta", None) or FileMetaDataset()
@@ -416,11 +483,12 @@ class DicomRadiographReader(ImageReader):
 
     Args:
         apply_voi: apply the VOI LUT / window stored in the file.
+        max_pixels: the largest image accepted, checked before decoding (see :func:`decode_dicom`).
     """
 
-    def __init__(self, apply_voi: bool = True) -> None:
+    def __init__(self, apply_voi: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         super().__init__()
-        self.apply_voi = apply_voi
+        self.apply_voi, self.max_pixels = apply_voi, max_pixels
 
     def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
         """Whether every file is DICOM (by content; unreadable files are not)."""
@@ -431,7 +499,7 @@ class DicomRadiographReader(ImageReader):
 
     def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs) -> list[np.ndarray] | np.ndarray:
         """Decode one file or several (stacked as channels by :meth:`get_data`)."""
-        images = [decode_dicom(os.fspath(f), apply_voi=self.apply_voi) for f in ensure_tuple(data)]
+        images = [decode_dicom(os.fspath(f), self.apply_voi, self.max_pixels) for f in ensure_tuple(data)]
         return images if len(images) > 1 else images[0]
 
     def get_data(self, img: list[np.ndarray] | np.ndarray) -> tuple[np.ndarray, dict]:

@@ -13,15 +13,9 @@ from dataclasses import dataclass
 from monai.utils import optional_import
 from tqdm.auto import tqdm
 
-from .dicom import (
-    RADIOGRAPH_MODALITIES,
-    UnusableImageError,
-    dicom_image_problem,
-    header_fields,
-    is_dicom_file,
-    read_dicom_header,
-)
+from .dicom import RADIOGRAPH_MODALITIES, dicom_image_problem, header_fields, is_dicom_file, read_dicom_header
 from .privacy import pseudonymize
+from .unusable import DEFAULT_MAX_PIXELS, UnusableImageError, check_image_size, validate_max_pixels
 
 __all__ = [
     "MANIFEST_COLUMNS",
@@ -34,6 +28,7 @@ __all__ = [
     "csv_cell",
     "display_text",
     "probe_file",
+    "read_image_shape",
     "read_manifest",
     "scan_archive",
     "write_manifest",
@@ -182,25 +177,53 @@ def _folder_ids(relative: str) -> tuple[str, str]:
     return (parts[0] if parts else "", parts[1] if len(parts) > 1 else "")
 
 
-def _probe_image_file(entry: ManifestEntry, lower: str) -> None:
-    # header-only probes: sizes and frame counts without decoding pixels
+def _itk_shape(path: str) -> tuple[int, ...]:
+    itk, has_itk = optional_import("itk")
+    if not has_itk:
+        raise UnusableImageError("no_decoder", f"reading {os.path.splitext(path)[1]} needs the itk package")
+    io = itk.ImageIOFactory.CreateImageIO(path, itk.CommonEnums.IOFileMode_ReadMode)
+    if io is None:
+        raise UnusableImageError("corrupt", "ITK cannot read this file's header")
+    io.SetFileName(path)
+    io.ReadImageInformation()
+    # ITK counts x (columns) first
+    shape = tuple(int(io.GetDimensions(i)) for i in reversed(range(io.GetNumberOfDimensions())))
+    components = int(io.GetNumberOfComponents())
+    return shape + ((components,) if components > 1 else ())
+
+
+def read_image_shape(path: str) -> tuple[str, tuple[int, ...]]:
+    """Format and declared shape of a NIfTI, PIL (PNG, JPEG, BMP, TIFF) or ITK (MHA, NRRD) file, from its header.
+
+    No pixel is decoded, so that the shape can be checked before a file that declares gigabytes is loaded.
+
+    Args:
+        path: the file (its extension selects the reader).
+
+    Returns:
+        ``("nifti", shape)`` in NIfTI's order (x, y, ...), or ``("image", shape)`` rows first, with a frame axis for
+        multi-frame PIL images and a component axis for multi-component ITK images.
+
+    Raises:
+        UnusableImageError: ``"unreadable"``, ``"corrupt"``, ``"no_decoder"`` (ITK formats without itk) or
+            ``"too_large"`` (an image Pillow itself refuses as a decompression bomb).
+    """
+    lower = path.lower()
     try:
         if lower.endswith(NIFTI_EXTENSIONS):
             import nibabel
 
-            shape = tuple(int(s) for s in nibabel.load(entry.path).shape)
-            entry.format = "nifti"
-        elif lower.endswith(ITK_EXTENSIONS):
-            entry.format = "image"
-            if not optional_import("itk")[1]:
-                raise UnusableImageError("no_decoder", f"reading {os.path.splitext(lower)[1]} needs the itk package")
-            return
-        else:
-            from PIL import Image
+            return "nifti", tuple(int(s) for s in nibabel.load(path).shape)
+        if lower.endswith(ITK_EXTENSIONS):
+            return "image", _itk_shape(path)
+        from PIL import Image
 
-            entry.format = "image"
-            with Image.open(entry.path) as img:
-                shape = (img.size[1], img.size[0]) + ((img.n_frames,) if getattr(img, "n_frames", 1) > 1 else ())
+        try:
+            with Image.open(path) as img:
+                frames = getattr(img, "n_frames", 1)
+                return "image", (img.size[1], img.size[0]) + ((frames,) if frames > 1 else ())
+        except Image.DecompressionBombError as e:
+            raise UnusableImageError("too_large", f"Pillow refuses it as a decompression bomb ({e})") from e
     except UnusableImageError:
         raise
     except OSError as e:
@@ -209,6 +232,10 @@ def _probe_image_file(entry: ManifestEntry, lower: str) -> None:
         raise UnusableImageError("corrupt", f"damaged image file ({type(e).__name__}: {e})") from e
     except Exception as e:
         raise UnusableImageError("corrupt", f"damaged image file ({type(e).__name__}: {e})") from e
+
+
+def _probe_image_file(entry: ManifestEntry, max_pixels: int) -> None:
+    entry.format, shape = read_image_shape(entry.path)
     # a 2D NIfTI may carry singleton trailing axes (x, y, 1[, 1])
     while len(shape) > 2 and shape[-1] == 1:
         shape = shape[:-1]
@@ -216,6 +243,7 @@ def _probe_image_file(entry: ManifestEntry, lower: str) -> None:
         raise UnusableImageError("volume_3d", f"image of shape {shape} where a 2D radiograph is expected")
     if len(shape) < 2 or min(shape) == 0:
         raise UnusableImageError("empty_image", f"zero-sized image (shape {shape})")
+    check_image_size(shape, max_pixels, "the header")
     entry.rows, entry.columns = shape if entry.format != "nifti" else shape[::-1]
 
 
@@ -229,15 +257,16 @@ def _probe_dicom(
     modalities: Sequence[str] | None,
     views: Sequence[str] | None,
     body_parts: Sequence[str] | None,
+    max_pixels: int,
 ) -> None:
-    ds = read_dicom_header(entry.path)
+    ds = read_dicom_header(entry.path, max_pixels)
     entry.format = "dicom"
     for name, value in header_fields(ds).items():
         setattr(entry, name, value)
     meta = getattr(ds, "file_meta", None)
     entry.TransferSyntaxUID = str(meta.get("TransferSyntaxUID", "") if meta is not None else "")
     entry.rows, entry.columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    problem = dicom_image_problem(ds)
+    problem = dicom_image_problem(ds, max_pixels)
     if problem is not None:
         raise problem
     if modalities is not None and entry.Modality.upper() not in {m.upper() for m in modalities}:
@@ -254,7 +283,7 @@ def _probe_dicom(
 
 def _probe(
     path: str, root: str, modalities: Sequence[str] | None, views: Sequence[str] | None,
-    body_parts: Sequence[str] | None,
+    body_parts: Sequence[str] | None, max_pixels: int,
 ) -> ManifestEntry:
     # the path stays as found, to open the file; the id goes into the outputs, which are UTF-8
     relative = display_text(os.path.relpath(path, root))
@@ -272,9 +301,9 @@ def _probe(
             entry.PatientID, entry.StudyInstanceUID = _folder_ids(relative)
             if len(entry.StudyInstanceUID) == 8 and entry.StudyInstanceUID.isdigit():
                 entry.StudyDate = entry.StudyInstanceUID  # a <patient>/<YYYYMMDD>/ layout dates the study
-            _probe_image_file(entry, lower)
+            _probe_image_file(entry, max_pixels)
         else:
-            _probe_dicom(entry, modalities, views, body_parts)
+            _probe_dicom(entry, modalities, views, body_parts, max_pixels)
     except UnusableImageError as e:
         entry.skip(e)
     except Exception as e:  # a value no reader foresaw (e.g. Rows "1A"): one skipped file, never a failed scan
@@ -288,6 +317,7 @@ def probe_file(
     modalities: Sequence[str] | None = RADIOGRAPH_MODALITIES,
     views: Sequence[str] | None = None,
     body_parts: Sequence[str] | None = CHEST_BODY_PARTS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> ManifestEntry:
     """Describe one file as :func:`scan_archive` does, for callers that get images one at a time (a server).
 
@@ -296,24 +326,32 @@ def probe_file(
         root: folder the image id is relative to (and, for files without DICOM header, whose first two folders are
             patient and study); the file's own folder when omitted.
         modalities, views, body_parts: DICOM selection, as in :func:`scan_archive`.
+        max_pixels: the largest image accepted, as in :func:`scan_archive`.
 
     Returns:
         The entry: ``"selected"``, or ``"skipped"`` with a reason code and a specific detail. Never raises for a bad
         file.
+
+    Raises:
+        ValueError: for a ``max_pixels`` below 1.
     """
-    return _probe(path, os.path.dirname(os.path.abspath(path)) if root is None else root, modalities, views, body_parts)
+    max_pixels = validate_max_pixels(max_pixels)
+    folder = os.path.dirname(os.path.abspath(path)) if root is None else root
+    return _probe(path, folder, modalities, views, body_parts, max_pixels)
 
 
 def _mark_duplicates(entries: Iterable[ManifestEntry]) -> None:
-    first: dict[str, ManifestEntry] = {}
+    copies: dict[str, list[ManifestEntry]] = {}
     for entry in entries:
-        if entry.status != SELECTED or not entry.SOPInstanceUID:
-            continue
-        if entry.SOPInstanceUID in first:
-            original = first[entry.SOPInstanceUID].image_id
-            entry.skip(UnusableImageError("duplicate", f"same SOPInstanceUID as {original}"))
-        else:
-            first[entry.SOPInstanceUID] = entry
+        if entry.status == SELECTED and entry.SOPInstanceUID:
+            copies.setdefault(entry.SOPInstanceUID, []).append(entry)
+    for same in copies.values():
+        # a truncated copy is smaller than the whole file, and its header alone does not show the cut: the largest
+        # copy is kept (the first in path order among equals), so that the good image is never the one dropped
+        kept = max(same, key=lambda e: os.path.getsize(e.path))
+        for entry in same:
+            if entry is not kept:
+                entry.skip(UnusableImageError("duplicate", f"same SOPInstanceUID as {kept.image_id}, a larger or equal copy"))
 
 
 def _pseudonymize_entry(entry: ManifestEntry, key: str) -> None:
@@ -331,6 +369,7 @@ def scan_archive(
     pseudonymize_key: str | None = None,
     progress: bool = True,
     exclude: Sequence[str] = (),
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> list[ManifestEntry]:
     """Scan an archive folder recursively and describe every file, reading headers only.
 
@@ -338,7 +377,10 @@ def scan_archive(
     (NIfTI, PNG/JPEG/BMP/TIFF, MHA/MHD/NRRD). DICOM files are selected when they hold one 2D frame that can be
     decoded, their Modality is one of ``modalities`` and, when given, their ViewPosition / BodyPartExamined are
     among ``views`` / ``body_parts`` (an empty tag passes; the default selects chest radiographs). The modality and
-    view filters do not apply to non-DICOM images, which carry no such tags. A SOPInstanceUID seen before (in sorted path order) is a duplicate.
+    view filters do not apply to non-DICOM images, which carry no such tags. Files holding the same SOPInstanceUID
+    are one image: the largest copy is kept (a truncated copy is smaller), the others are duplicates. An image that
+    declares more than ``max_pixels`` pixels (in its header, or in a deflated data set that inflates beyond it) is
+    refused as ``"too_large"`` before anything is decoded or inflated.
     Every other file is kept in the manifest as skipped, with a reason code and a specific explanation.
 
     Folders written by :func:`~monai_cae.reports.write_report` are not archive content and are not read at all:
@@ -358,18 +400,21 @@ def scan_archive(
         progress: show a progress bar.
         exclude: folders not to read, with everything below them (e.g. the report's output folder when it is inside
             the archive).
+        max_pixels: the largest image accepted, :data:`~monai_cae.data.unusable.DEFAULT_MAX_PIXELS` by default.
 
     Returns:
         One entry per file, in sorted path order.
 
     Raises:
         FileNotFoundError: when ``root`` is not a folder.
+        ValueError: for a ``max_pixels`` below 1.
     """
+    max_pixels = validate_max_pixels(max_pixels)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"archive folder not found: {os.path.abspath(root)}.")
     files = _list_files(root, exclude)
     entries = [
-        _probe(path, root, modalities, views, body_parts)
+        _probe(path, root, modalities, views, body_parts, max_pixels)
         for path in tqdm(files, desc="Scanning headers", unit="file", disable=not progress)
     ]
     if pseudonymize_key is not None:

@@ -28,6 +28,7 @@ import torch
 
 from monai_cae.data.dicom import RADIOGRAPH_MODALITIES
 from monai_cae.data.manifest import CHEST_BODY_PARTS
+from monai_cae.data.unusable import DEFAULT_MAX_PIXELS
 from monai_cae.engines.model_card import load_trained_model
 
 from .pipeline import generate_report
@@ -74,6 +75,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="else this percentile of the reference (or cohort) similarities (default 1)")
     parser.add_argument("--reference-embeddings", default=None,
                         help="training latents (runs/train/prototypes/embeddings.npy) that calibrate the outliers")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="largest image accepted, checked before decoding (default 8192 x 8192)")
     parser.add_argument("--cache-dir", default=None, help="cache of preprocessed images (PersistentDataset)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument(
@@ -150,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             outlier_percentile=args.outlier_percentile, reference_embeddings=args.reference_embeddings,
             cache_dir=args.cache_dir, batch_size=args.batch_size, num_workers=args.num_workers, device=device,
             model_name=os.path.basename(args.model), progress=not args.quiet, model_path=args.model,
+            max_pixels=args.max_pixels,
         )
     except NoImagesError as e:
         print(f"monai-cae-report: {e}", file=sys.stderr)

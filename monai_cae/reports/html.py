@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from html import escape
 
-from monai_cae.data.dicom import SKIP_REASONS
+from monai_cae.data.unusable import SKIP_REASONS
 
 from .explain import MAKEUP_FIELDS
 

@@ -12,6 +12,7 @@ import torch
 from monai_cae.data.cohort import CohortDataLoader, CohortDataset
 from monai_cae.data.dicom import RADIOGRAPH_MODALITIES
 from monai_cae.data.manifest import CHEST_BODY_PARTS, scan_archive
+from monai_cae.data.unusable import DEFAULT_MAX_PIXELS
 from monai_cae.engines.strata import StrataAssignment, assign_strata
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
@@ -86,6 +87,7 @@ def generate_report(
     progress: bool = True,
     model_path: str | None = None,
     stratum_names: Mapping[int, str] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> dict:
     """Scan an archive, stream its radiographs through the model and write the report folder.
 
@@ -118,6 +120,7 @@ def generate_report(
         model_path: the model file; the names given to its strata (:func:`~monai_cae.reports.read_stratum_names`)
             are shown unless ``stratum_names`` is given.
         stratum_names: names of strata to show, ``{index: name}``.
+        max_pixels: the largest image accepted; larger ones are skipped as ``"too_large"`` before decoding.
 
     Returns:
         The content of ``report.json``.
@@ -131,8 +134,10 @@ def generate_report(
     if stratum_names is None and model_path is not None:
         stratum_names = read_stratum_names(model_path)
     # a report folder kept inside the archive is the report's, not a patient's
-    manifest = scan_archive(input_dir, modalities, views, body_parts, pseudonymize_key, progress, exclude=[output_dir])
-    dataset = CohortDataset(manifest, img_size, cache_dir=cache_dir)
+    manifest = scan_archive(
+        input_dir, modalities, views, body_parts, pseudonymize_key, progress, exclude=[output_dir], max_pixels=max_pixels
+    )
+    dataset = CohortDataset(manifest, img_size, cache_dir=cache_dir, max_pixels=max_pixels)
     loader = CohortDataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     digesting = DigestingLoader(loader)
     assignment = assign_cohort(network, digesting, device, progress)
