@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from monai_cae.data.cohort import CohortDataset
-from monai_cae.data.dicom import UnusableImageError
+from monai_cae.data.unusable import UnusableImageError
 from monai_cae.data.manifest import PROCESSED, REPORT_MARKER, SKIPPED, csv_cell, display_text, write_manifest
 from monai_cae.engines.strata import StrataAssignment, atomic_write, write_assignments
 from monai_cae.networks.nets import ContrastiveAutoEncoder
@@ -183,6 +183,21 @@ def _galleries(
     }
 
 
+def _without_non_finite(assignment: StrataAssignment) -> tuple[StrataAssignment, list[tuple[int, str, str]]]:
+    # a latent that is not finite, from an input no check foresaw, would stop the PCA and the figures of the whole
+    # cohort: the image is named in skipped.csv and the report goes on without it
+    finite = np.all([np.isfinite(a).all(1) for a in (assignment.embeddings, assignment.similarities,
+                                                    assignment.probabilities)], axis=0)
+    if finite.all():
+        return assignment, []
+    dropped = [(int(i), "non_finite", "the model's latent of this image is not finite") for i in assignment.indices[~finite]]
+    kept = np.flatnonzero(finite)
+    rows = {f.name: getattr(assignment, f.name) for f in dataclasses.fields(assignment)}
+    rows = {name: None if value is None else [value[i] for i in kept] if isinstance(value, list) else value[kept]
+            for name, value in rows.items()}
+    return StrataAssignment(**rows), dropped
+
+
 def write_report(
     assignment: StrataAssignment,
     dataset: CohortDataset,
@@ -254,8 +269,9 @@ def write_report(
         FileExistsError: when ``output_dir`` holds a report and ``overwrite`` is false.
         NoImagesError: after writing the folder, when no image could be processed.
     """
+    assignment, unusable = _without_non_finite(assignment)
     entries, manifest = dataset.entries, dataset.manifest
-    for index, reason, detail in skipped:
+    for index, reason, detail in [*skipped, *unusable]:
         entries[index].skip(UnusableImageError(reason, detail))
     for index in assignment.indices:
         entries[int(index)].status = PROCESSED
