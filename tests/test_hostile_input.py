@@ -21,40 +21,32 @@ import torch
 from PIL import Image
 from pydicom.uid import generate_uid
 
-from monai_cae.data import CohortDataset, ManifestEntry, decode_dicom, read_manifest, scan_archive, write_manifest
-from monai_cae.data.dicom import SKIP_REASONS, header_fields
+from monai_cae.data import (
+    DEFAULT_MAX_PIXELS,
+    CohortDataLoader,
+    CohortDataset,
+    ManifestEntry,
+    UnusableImageError,
+    check_image_size,
+    cohort_transform,
+    decode_dicom,
+    read_manifest,
+    scan_archive,
+    write_manifest,
+)
+from monai_cae.data import SKIP_REASONS
+from monai_cae.data.dicom import header_fields
 from monai_cae.data.manifest import REPORT_MARKER, csv_cell, display_text
+from monai_cae.engines import assign_strata
+from monai_cae.engines.model_card import load_trained_model
 from monai_cae.reports import writer
 from monai_cae.reports.cli import main as report_main
 
-from conftest import REPO_ROOT
 
 NIH = "nih_cxr_covid0000.dcm"
 SIIM_MONO1 = "siim_cr_jpeg_baseline_monochrome1.dcm"
 CSV_FILES = ("manifest.csv", "skipped.csv", "assignments.csv", "strata_per_image.csv", "strata_per_patient.csv")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-# the shortest real bundle training that discovers prototypes: one warm-up epoch, one conditional epoch
-BRIEF_TRAINING = {
-    "train#trainer#max_epochs": 2, "warmup_epochs": 1, "lr_warmup_epochs": 1, "val_interval": 2, "k_values": "[2,3]",
-    "progress": False,
-}
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory, shared_data) -> str:
-    root = tmp_path_factory.mktemp("model")
-    command = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
-               os.path.join("bundles", "cae", "configs", "train.json"),
-               "--dataset_dir", os.path.join(shared_data, "medmnist"), "--output_dir", str(root / "train"),
-               "--model_dir", str(root / "models")]
-    for key, value in BRIEF_TRAINING.items():
-        command += [f"--{key}", str(value)]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    return str(root / "models" / "model.pt")
-
-
 def run_report(archive: str, output: str, model: str, *options: str) -> int:
     return report_main([archive, output, "--model", model, "--quiet", "--device", "cpu", "--num-workers", "0",
                         *options])
@@ -108,7 +100,7 @@ def test_manifest_round_trip_takes_exactly_the_added_quote_away(tmp_path) -> Non
 
 
 @pytest.fixture(scope="module")
-def formula_report(model, shared_data, tmp_path_factory) -> str:
+def formula_report(trained_model, shared_data, tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("formula")
     archive = root / "archive"
     derived_dicom(shared_data, str(archive / "=HYPERLINK(1).dcm"), PatientID="=HYPERLINK(\"http://x\",\"y\")",
@@ -116,7 +108,7 @@ def formula_report(model, shared_data, tmp_path_factory) -> str:
     derived_dicom(shared_data, str(archive / "\tTAB.dcm"), PatientID="-2+3")
     noise_png(str(archive / "@patient" / "\rstudy" / "x.png"))
     (archive / "-notes.txt").write_text("not an image")
-    assert run_report(str(archive), str(root / "out"), model) == 0
+    assert run_report(str(archive), str(root / "out"), trained_model) == 0
     return str(root / "out")
 
 
@@ -152,14 +144,14 @@ def test_quoted_cells_keep_the_value_after_the_quote(formula_report) -> None:
 # 2. file names that are not UTF-8
 
 
-def test_latin1_file_names_are_read_and_written_with_escapes(model, shared_data, tmp_path) -> None:
+def test_latin1_file_names_are_read_and_written_with_escapes(trained_model, shared_data, tmp_path) -> None:
     # os.walk gives such names as str with surrogate escapes, which open() takes back to the original bytes
     archive = str(tmp_path / "archive")
     derived_dicom(shared_data, os.path.join(archive, os.fsdecode(b"caf\xe9.dcm")))
     noise_png(os.path.join(archive, os.fsdecode(b"Jos\xe9"), "20200101", "x.png"))
     assert os.path.exists(os.path.join(os.fsencode(archive), b"caf\xe9.dcm"))  # the name on disk is Latin-1
     output = str(tmp_path / "out")
-    assert run_report(archive, output, model) == 0
+    assert run_report(archive, output, trained_model) == 0
     manifest = {r["image_id"]: r for r in read_csv(os.path.join(output, "manifest.csv"))}
     assert set(manifest) == {"caf\\xe9.dcm", "Jos\\xe9/20200101/x.png"}
     assert {r["status"] for r in manifest.values()} == {"processed"}
@@ -190,7 +182,7 @@ def test_multi_valued_header_fields_are_joined_as_dicom_writes_them(field) -> No
     assert header_fields(ds)[field] == "A\\B"
 
 
-def test_images_without_patient_id_are_never_one_patient(model, shared_data, tmp_path) -> None:
+def test_images_without_patient_id_are_never_one_patient(trained_model, shared_data, tmp_path) -> None:
     archive = tmp_path / "archive"
     derived_dicom(shared_data, str(archive / "a.dcm"), PatientID=None, StudyInstanceUID="1.2.1")
     derived_dicom(shared_data, str(archive / "b.dcm"), PatientID="", StudyInstanceUID="1.2.2")
@@ -198,7 +190,7 @@ def test_images_without_patient_id_are_never_one_patient(model, shared_data, tmp
     derived_dicom(shared_data, str(archive / "d.dcm"), PatientID=None, StudyInstanceUID=None)
     derived_dicom(shared_data, str(archive / "e.dcm"), PatientID="A\\B")
     output = str(tmp_path / "out")
-    assert run_report(str(archive), output, model) == 0
+    assert run_report(str(archive), output, trained_model) == 0
     images = {r["image_id"]: (r["patient_id"], r["patient_id_missing"])
               for r in read_csv(os.path.join(output, "strata_per_image.csv"))}
     assert images == {
@@ -212,12 +204,12 @@ def test_images_without_patient_id_are_never_one_patient(model, shared_data, tmp
     }
 
 
-def test_pseudonymized_missing_patient_ids_stay_distinct_and_hide_the_study(model, shared_data, tmp_path) -> None:
+def test_pseudonymized_missing_patient_ids_stay_distinct_and_hide_the_study(trained_model, shared_data, tmp_path) -> None:
     archive = tmp_path / "archive"
     for name, study in (("a.dcm", "1.2.1"), ("b.dcm", "1.2.2")):
         derived_dicom(shared_data, str(archive / name), PatientID=None, StudyInstanceUID=study)
     output = str(tmp_path / "out")
-    assert run_report(str(archive), output, model, "--pseudonymize", "secret") == 0
+    assert run_report(str(archive), output, trained_model, "--pseudonymize", "secret") == 0
     patients = [r["patient_id"] for r in read_csv(os.path.join(output, "strata_per_patient.csv"))]
     assert len(set(patients)) == 2 and all(p.startswith("(no PatientID) ") and "1.2." not in p for p in patients)
 
@@ -226,15 +218,15 @@ def test_pseudonymized_missing_patient_ids_stay_distinct_and_hide_the_study(mode
 # 4. report folders inside the archive
 
 
-def test_a_report_inside_its_archive_is_never_scanned(model, shared_data, tmp_path) -> None:
+def test_a_report_inside_its_archive_is_never_scanned(trained_model, shared_data, tmp_path) -> None:
     archive = tmp_path / "archive"
     derived_dicom(shared_data, str(archive / "P1" / "a.dcm"))
     output = str(archive / "report")
-    assert run_report(str(archive), output, model) == 0
+    assert run_report(str(archive), output, trained_model) == 0
     assert os.path.isfile(os.path.join(output, REPORT_MARKER))
     shutil.copytree(output, archive / "kept" / "old_report")  # a report moved elsewhere in the archive
     noise_png(str(archive / ".elsewhere.tmp-1234-host-0123" / "P9" / "x.png"))  # a killed run's staging folder
-    assert run_report(str(archive), output, model, "--overwrite") == 0
+    assert run_report(str(archive), output, trained_model, "--overwrite") == 0
     manifest = read_csv(os.path.join(output, "manifest.csv"))
     assert [r["image_id"] for r in manifest] == [os.path.join("P1", "a.dcm")]
 
@@ -251,7 +243,7 @@ def test_scan_excludes_the_given_folders(shared_data, tmp_path) -> None:
 # 5. staging folders
 
 
-def test_stale_staging_is_removed_and_staging_is_private(model, shared_data, tmp_path, monkeypatch) -> None:
+def test_stale_staging_is_removed_and_staging_is_private(trained_model, shared_data, tmp_path, monkeypatch) -> None:
     archive = tmp_path / "archive"
     derived_dicom(shared_data, str(archive / "a.dcm"))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -272,7 +264,7 @@ def test_stale_staging_is_removed_and_staging_is_private(model, shared_data, tmp
         write_manifest(entries, path, include_paths)
 
     monkeypatch.setattr(writer, "write_manifest", recording_write_manifest)
-    assert run_report(str(archive), str(tmp_path / "out"), model, "--overwrite") == 0
+    assert run_report(str(archive), str(tmp_path / "out"), trained_model, "--overwrite") == 0
     assert not stale.exists() and not aside.exists() and running.exists() and elsewhere.exists()
     umask = os.umask(0)
     os.umask(umask)
@@ -280,14 +272,14 @@ def test_stale_staging_is_removed_and_staging_is_private(model, shared_data, tmp
     assert os.stat(tmp_path / "out").st_mode & 0o777 == 0o777 & ~umask  # published with the usual rights
 
 
-def test_the_old_report_moved_aside_is_kept_while_it_is_the_only_copy(model, shared_data, tmp_path) -> None:
+def test_the_old_report_moved_aside_is_kept_while_it_is_the_only_copy(trained_model, shared_data, tmp_path) -> None:
     archive = tmp_path / "archive"
     derived_dicom(shared_data, str(archive / "a.dcm"))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     aside = tmp_path / f".out.tmp-{dead.pid}-{socket.gethostname()}-{'0' * 32}.old"
     aside.mkdir()
-    assert run_report(str(archive), str(tmp_path / "out"), model) == 0
+    assert run_report(str(archive), str(tmp_path / "out"), trained_model) == 0
     assert aside.exists()  # "out" did not exist: a kill between the two renames of a replacement left it there
 
 
@@ -318,9 +310,9 @@ def _write_model(kind: str, path: str, trained: str) -> None:
     "kind", ["truncated", "random bytes", "empty", "text", "list", "tensor", "pickled objects", "values not tensors",
              "another network"],
 )
-def test_an_unusable_model_file_exits_2_with_a_message(model, shared_data, tmp_path, capsys, kind) -> None:
+def test_an_unusable_model_file_exits_2_with_a_message(trained_model, shared_data, tmp_path, capsys, kind) -> None:
     path = str(tmp_path / "model.pt")
-    _write_model(kind, path, model)
+    _write_model(kind, path, trained_model)
     assert run_report(os.path.join(shared_data, "dicom"), str(tmp_path / "out"), path) == 2
     err = capsys.readouterr().err
     assert f"{path} is not a monai_cae model" in err
@@ -381,11 +373,89 @@ def test_non_finite_pixels_are_refused_with_their_reason(shared_data, tmp_path, 
     assert "non_finite" in SKIP_REASONS
 
 
-def test_a_non_finite_image_is_skipped_and_the_report_written(model, shared_data, tmp_path) -> None:
+def test_a_non_finite_image_is_skipped_and_the_report_written(trained_model, shared_data, tmp_path) -> None:
     archive = tmp_path / "archive"
     derived_dicom(shared_data, str(archive / "good.dcm"))
     _nifti(np.nan)(str(archive / "P2" / "nan.nii.gz"))
     output = str(tmp_path / "out")
-    assert run_report(str(archive), output, model) == 0
+    assert run_report(str(archive), output, trained_model) == 0
     assert [(r["image_id"], r["reason"]) for r in read_csv(os.path.join(output, "skipped.csv"))] == [
         (os.path.join("P2", "nan.nii.gz"), "non_finite")]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 9. the size guard and what no check foresaw
+
+
+@pytest.mark.parametrize(
+    "shape, max_pixels, refused",
+    [((100, 100), 10_000, False), ((100, 101), 10_000, True), ((100, 100, 3), 29_999, True), ((1, 1), 1, False),
+     ((16000, 16000), DEFAULT_MAX_PIXELS, True), ((8192, 8192), DEFAULT_MAX_PIXELS, False)],
+)
+def test_check_image_size_counts_every_axis(shape, max_pixels, refused) -> None:
+    if not refused:
+        check_image_size(shape, max_pixels)
+        return
+    with pytest.raises(UnusableImageError, match=f"{int(np.prod(shape)):,} pixels, above max_pixels") as caught:
+        check_image_size(shape, max_pixels, "the header")
+    assert caught.value.reason == "too_large" and " x ".join(map(str, shape)) in caught.value.detail
+
+
+@pytest.mark.parametrize("max_pixels", [0, -5, 2.5, True, "many"])
+def test_a_bad_max_pixels_is_refused_early(max_pixels, tmp_path) -> None:
+    with pytest.raises((ValueError, TypeError), match="max_pixels"):
+        scan_archive(str(tmp_path), progress=False, max_pixels=max_pixels)
+    with pytest.raises((ValueError, TypeError), match="max_pixels"):
+        cohort_transform(28, max_pixels=max_pixels)
+
+
+def test_max_pixels_is_the_users_to_set(trained_model, shared_data, tmp_path) -> None:
+    # the shared radiograph has 1024 x 1024 pixels; a 256 x 256 PNG of it passes a limit that the original does not
+    archive = tmp_path / "archive"
+    derived_dicom(shared_data, str(archive / "full.dcm"))
+    small = np.asarray(Image.fromarray(decode_dicom(str(archive / "full.dcm")).astype(np.uint8)).resize((256, 256)))
+    os.makedirs(archive / "P2")
+    Image.fromarray(small).save(archive / "P2" / "small.png")
+    output = str(tmp_path / "out")
+    assert run_report(str(archive), output, trained_model, "--max-pixels", str(512 * 512)) == 0
+    skipped = read_csv(os.path.join(output, "skipped.csv"))
+    assert [(r["image_id"], r["reason"]) for r in skipped] == [("full.dcm", "too_large")]
+    assert "1024 x 1024 x 1 = 1,048,576 pixels, above max_pixels = 262,144" in skipped[0]["detail"]
+    assert run_report(str(archive), output, trained_model, "--overwrite") == 0
+    assert read_csv(os.path.join(output, "skipped.csv")) == []
+
+
+def test_an_unknown_transfer_syntax_has_no_decoder(shared_data, tmp_path) -> None:
+    ds = pydicom.dcmread(os.path.join(shared_data, "dicom", NIH))
+    ds.file_meta.TransferSyntaxUID = "1.2.826.0.1.3680043.9.9999.1"
+    ds.save_as(tmp_path / "private.dcm", enforce_file_format=False, implicit_vr=True, little_endian=True)
+    entry = scan_archive(str(tmp_path), progress=False)[0]
+    assert (entry.reason, entry.detail) == ("no_decoder", "unknown transfer syntax 1.2.826.0.1.3680043.9.9999.1 "
+                                                          "(private, or not DICOM's)")
+
+
+def test_the_whole_copy_of_an_image_is_kept_over_a_truncated_one(shared_data, tmp_path) -> None:
+    derived_dicom(shared_data, str(tmp_path / "b_whole.dcm"))
+    whole = (tmp_path / "b_whole.dcm").read_bytes()
+    (tmp_path / "a_cut.dcm").write_bytes(whole[: len(whole) // 2])  # sorts first, same SOPInstanceUID
+    entries = {e.image_id: e for e in scan_archive(str(tmp_path), progress=False)}
+    assert entries["b_whole.dcm"].status == "selected"
+    assert entries["a_cut.dcm"].reason == "duplicate" and "b_whole.dcm" in entries["a_cut.dcm"].detail
+
+
+def test_an_image_whose_latent_is_not_finite_is_named_and_the_report_goes_on(trained_model, shared_data,
+                                                                            tmp_path) -> None:
+    archive = tmp_path / "archive"
+    for name in ("a.dcm", "b.dcm", "c.dcm"):
+        derived_dicom(shared_data, str(archive / name))
+    network = load_trained_model(trained_model)
+    dataset = CohortDataset(scan_archive(str(archive), progress=False), network.encoder.img_size)
+    assignment = assign_strata(network, CohortDataLoader(dataset, batch_size=3, num_workers=0), progress=False)
+    assignment.embeddings[1] = np.nan  # what a model gives for an input no check foresaw
+    assignment.similarities[1] = np.nan
+    output = str(tmp_path / "out")
+    report = writer.write_report(assignment, dataset, network, output)
+    assert report["counts"]["processed"] == 2
+    assert [(r["image_id"], r["reason"]) for r in read_csv(os.path.join(output, "skipped.csv"))] == [
+        ("b.dcm", "non_finite")]
+    assert sorted(r["image_id"] for r in read_csv(os.path.join(output, "strata_per_image.csv"))) == ["a.dcm", "c.dcm"]
