@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import base64
+import glob
+import hashlib
 import io
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 
 import numpy as np
 import pytest
@@ -25,9 +24,10 @@ pytest.importorskip(
     "pip install --no-deps monailabel==0.8.5 pydicom-seg==0.4.1 (setup.sh does both)"
 )
 
+from label_server import start_server  # noqa: E402
 from monai.bundle import ConfigParser  # noqa: E402
 
-from monai_cae.apps.monailabel import APP_DIR, UVICORN_APP  # noqa: E402
+from monai_cae.apps.monailabel.cli import server_arguments  # noqa: E402
 from monai_cae.data import CohortDataLoader, CohortDataset, load_medmnist, probe_file  # noqa: E402
 from monai_cae.engines import assign_strata  # noqa: E402
 from monai_cae.reports import nearest_similarity, outlier_threshold  # noqa: E402
@@ -37,15 +37,29 @@ pytestmark = pytest.mark.slow
 DICOM_FILES = ("nih_cxr_covid0000.dcm", "siim_cr_jpeg_baseline.dcm", "siim_cr_jpeg_baseline_monochrome1.dcm")
 TRAINING = {"train#trainer#max_epochs": 2, "warmup_epochs": 1, "k_values": "[2,3]", "progress": False}
 
+NESTED = "2021/DX"
+"""A year/modality folder of the studies, as archives are laid out."""
 
-def request(method: str, url: str, body: dict | None = None, timeout: float = 120) -> tuple[int, dict]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
+NON_UTF8 = os.fsdecode(b"caf\xe9.dcm")
+"""A Latin-1 file name from an old file server (not UTF-8): a copy of the second DICOM file."""
+
+USABLE = {
+    **{os.path.splitext(n)[0]: n for n in DICOM_FILES},
+    **{f"pneumonia_{i}": f"pneumonia_{i}.png" for i in range(4)},
+    **{f"{NESTED}/pneumonia_{i}": f"{NESTED}/pneumonia_{i}.png" for i in range(4, 8)},
+    f"{NESTED}/IM0001": f"{NESTED}/IM0001",  # DICOM without extension
+    "caf\\xe9": NON_UTF8,
+    "inside_link": "inside_link.png",  # a link to an image of the studies
+    "dicom_named_png": "dicom_named_png.png",  # a DICOM file with a lying extension
+}
+"""Datastore id -> file of each image the server stratifies."""
+
+UNUSABLE = {"truncated": "corrupt", "bad/nan": "non_finite", "empty": "corrupt", "text_named_png": "corrupt"}
+"""Datastore id -> reason code of each listed image the cohort pipeline refuses (answered 422)."""
+
+NOT_OFFERED = ("outside", "loop", "pipe", "folder", "notes")
+"""Files of the studies that are no image of the datastore: a link out of the studies, a link loop, a FIFO, a
+folder named like an image, a text file."""
 
 
 @pytest.fixture(scope="module")
@@ -66,60 +80,50 @@ def bundle(tmp_path_factory, shared_data) -> str:
 
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory, shared_data) -> str:
-    """Three real DICOM radiographs, a truncated copy of one, and eight PNG radiographs (PneumoniaMNIST)."""
-    folder = tmp_path_factory.mktemp("label") / "studies"
-    folder.mkdir()
-    for name in DICOM_FILES:
-        shutil.copy(os.path.join(shared_data, "dicom", name), folder / name)
-    whole = (folder / DICOM_FILES[0]).read_bytes()
-    (folder / "truncated.dcm").write_bytes(whole[: len(whole) // 3])
+    """A nested studies folder: real DICOM radiographs (one without extension, one with a name that is not UTF-8,
+    one named .png), PNG radiographs (PneumoniaMNIST) at the top and in a year/modality folder, unusable images
+    (truncated DICOM, a float NIfTI with a NaN, an empty .dcm, text named .png) and files that are no image of the
+    studies (a link out of it, a link loop, a FIFO, a folder named .dcm, a text file)."""
+    import nibabel
     from PIL import Image
 
+    base = tmp_path_factory.mktemp("label")
+    folder = base / "studies"
+    (folder / NESTED).mkdir(parents=True)
+    dicom = os.path.join(shared_data, "dicom")
+    for name in DICOM_FILES:
+        shutil.copy(os.path.join(dicom, name), folder / name)
+    shutil.copy(os.path.join(dicom, DICOM_FILES[0]), folder / NESTED / "IM0001")
+    shutil.copy(os.path.join(dicom, DICOM_FILES[1]), os.path.join(os.fsencode(folder), os.fsencode(NON_UTF8)))
+    shutil.copy(os.path.join(dicom, DICOM_FILES[2]), folder / "dicom_named_png.png")
     images, _ = load_medmnist("pneumoniamnist", "test", os.path.join(shared_data, "medmnist"))
     for i in range(8):
-        Image.fromarray(np.asarray(images[i]).squeeze()).save(folder / f"pneumonia_{i}.png")
+        image = Image.fromarray(np.asarray(images[i]).squeeze())
+        image.save(folder / (NESTED if i >= 4 else "") / f"pneumonia_{i}.png")
+    (folder / "inside_link.png").symlink_to("pneumonia_0.png")
+    whole = (folder / DICOM_FILES[0]).read_bytes()
+    (folder / "truncated.dcm").write_bytes(whole[: len(whole) // 3])
+    (folder / "bad").mkdir()
+    nan = np.random.default_rng(0).random((32, 32), dtype=np.float32)
+    nan[3, 4] = np.nan
+    nibabel.save(nibabel.Nifti1Image(nan, np.eye(4)), folder / "bad" / "nan.nii.gz")
+    (folder / "empty.dcm").write_bytes(b"")
+    (folder / "text_named_png.png").write_text("not an image\n")
+    shutil.copy(os.path.join(dicom, DICOM_FILES[0]), base / "outside.dcm")
+    (folder / "outside.dcm").symlink_to(base / "outside.dcm")
+    (folder / "loop.dcm").symlink_to("loop.dcm")
+    os.mkfifo(folder / "pipe.dcm")
+    (folder / "folder.dcm").mkdir()
+    (folder / "notes.txt").write_text("=HYPERLINK(\"x\")\n")
     return str(folder)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(bundle, studies, tmp_path_factory):
-    """The real MONAI Label server on 127.0.0.1 serving the app, stopped at the end."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(tmp_path_factory.mktemp("label") / "server.log", "w")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO_ROOT, os.environ.get("PYTHONPATH", "")]),
-           "MONAI_LABEL_SESSIONS": "false"}
-    command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", APP_DIR, "--studies", studies,
-               "--conf", "bundle_path", bundle, "--host", "127.0.0.1", "--port", str(port),
-               "--uvicorn_app", UVICORN_APP]
-    start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        while True:
-            assert process.poll() is None, open(log.name).read()[-5000:]
-            assert time.perf_counter() - start < 180, "the server did not answer within 180 s"
-            try:
-                if request("GET", f"{url}/info/", timeout=5)[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.2)
-        started = time.perf_counter() - start
-        print(f"\nMONAI Label server start (process start to first /info/ answer): {started:.2f} s")
-        yield {"url": url, "log": log.name, "bundle": bundle, "studies": studies, "process": process}
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+    """The real MONAI Label server, started by ``monai-cae-label`` without ``--host``, stopped at the end."""
+    with start_server(studies, bundle, str(tmp_path_factory.mktemp("label") / "server.log")) as running:
+        print(f"\nMONAI Label server start (process start to first /info/ answer): {running.start_s:.2f} s")
+        yield running
 
 
 def expected_strata(bundle: str, studies: str) -> dict[str, dict]:
@@ -129,8 +133,7 @@ def expected_strata(bundle: str, studies: str) -> dict[str, dict]:
     parser.update({"bundle_root": bundle, "device": "cpu"})
     network = parser.get_parsed_content("network")
     # one file at a time, as the server sees them (an archive scan would drop the MONOCHROME1 copy as duplicate)
-    entries = [probe_file(os.path.join(studies, name)) for name in sorted(os.listdir(studies))
-               if name.endswith((".dcm", ".png"))]
+    entries = [probe_file(os.path.join(studies, name)) for name in DICOM_FILES]
     dataset = CohortDataset(entries, parser.get_parsed_content("img_size"))
     result = assign_strata(network, CohortDataLoader(dataset, batch_size=8), progress=False)
     reference = np.load(os.path.join(bundle, "runs", "train", "prototypes", "embeddings.npy"))
@@ -143,30 +146,47 @@ def expected_strata(bundle: str, studies: str) -> dict[str, dict]:
     }
 
 
+def test_start_server_listens_on_localhost_unless_told() -> None:
+    assert server_arguments(["start_server", "--studies", "s"])[-2:] == ["--host", "127.0.0.1"]
+    for given in (["--host", "0.0.0.0"], ["--host=0.0.0.0"], ["-i", "0.0.0.0"], ["-i0.0.0.0"], ["--ho", "0.0.0.0"]):
+        args = server_arguments(["start_server", "--studies", "s", *given])
+        assert "127.0.0.1" not in args and args[3:3 + len(given)] == given
+    assert server_arguments(["apps"]) == ["apps"]
+
+
 def test_info_lists_the_classification_task(server) -> None:
-    status, info = request("GET", f"{server['url']}/info/")
+    # started without --host: listening on the loopback interface only
+    assert f"Uvicorn running on {server.url}" in server.log_text()
+    status, info = server.request("GET", "/info/")
     assert status == 200
     model = info["models"]["cae"]
     assert model["type"] == "classification"
-    k = len(np.load(os.path.join(server["bundle"], "models", "prototypes.npy")))
+    k = len(np.load(os.path.join(server.bundle, "models", "prototypes.npy")))
     assert model["labels"] == {f"stratum {j}": j for j in range(k)}
     assert "cae" in info["trainers"] and info["trainers"]["cae"]["config"]["run_id"] == "run"
     assert {"least_typical", "random"} <= set(info["strategies"])
-    assert info["datastore"]["total"] == len(DICOM_FILES) + 1 + 8
+    assert info["datastore"]["total"] == len(USABLE) + len(UNUSABLE)
+
+
+def test_datastore_lists_nested_extensionless_and_non_utf8_images(server) -> None:
+    # every image below the studies, by id; nothing else, and nothing of MONAI Label's own files
+    assert server.images() == sorted([*USABLE, *UNUSABLE])
+    status, answer = server.request("GET", "/datastore/image/info?image=caf%5Cxe9")
+    assert status == 200 and answer["path"].endswith("caf\\xe9.dcm"), answer
 
 
 def test_infer_returns_strata_scores_similarity_and_outlier_flag(server) -> None:
-    expected = expected_strata(server["bundle"], server["studies"])
+    expected = expected_strata(server.bundle, server.studies)
     latencies = []
     for name in DICOM_FILES:
         image_id = os.path.splitext(name)[0]
         start = time.perf_counter()
-        status, result = request("POST", f"{server['url']}/infer/cae?image={image_id}")
+        status, result = server.infer(image_id)
         latencies.append(time.perf_counter() - start)
         assert status == 200, result
         truth = expected[image_id]
         k = len(truth["scores"])
-        assert result["image"] == image_id
+        assert result["image"] == image_id and result["model_version"] == "bundle"
         assert result["stratum"] == truth["stratum"] and result["prediction"] == f"stratum {truth['stratum']}"
         scores = np.array([result["scores"][f"stratum {j}"] for j in range(k)])
         np.testing.assert_allclose(scores, truth["scores"], atol=1e-5)
@@ -187,43 +207,143 @@ def test_infer_returns_strata_scores_similarity_and_outlier_flag(server) -> None
           f"median {np.median(latencies) * 1000:.0f} ms")
 
 
-def test_missing_and_corrupt_images_are_clear_errors(server) -> None:
-    status, answer = request("POST", f"{server['url']}/infer/cae?image=no_such_image")
-    assert status == 404 and "no_such_image" in answer["detail"] and "not in the datastore" in answer["detail"]
-    status, answer = request("POST", f"{server['url']}/infer/cae?image=truncated")
-    assert status == 422 and "'truncated' is unusable: corrupt" in answer["detail"], answer
-    assert request("GET", f"{server['url']}/info/")[0] == 200
-    assert server["process"].poll() is None
+def test_every_image_of_the_studies_is_stratified(server) -> None:
+    # nested, extensionless, non-UTF-8, linked and misnamed images as their originals
+    results = {}
+    for image_id in USABLE:
+        status, results[image_id] = server.infer(image_id)
+        assert status == 200 and results[image_id]["image"] == image_id, (image_id, results[image_id])
+    for copy, original in ((f"{NESTED}/IM0001", "nih_cxr_covid0000"), ("caf\\xe9", "siim_cr_jpeg_baseline"),
+                           ("inside_link", "pneumonia_0"), ("dicom_named_png", "siim_cr_jpeg_baseline_monochrome1")):
+        assert results[copy]["scores"] == results[original]["scores"], copy
+
+
+def test_only_images_of_the_datastore_are_served(server, tmp_path) -> None:
+    secret = tmp_path / "secret.dcm"
+    shutil.copy(os.path.join(server.studies, DICOM_FILES[0]), secret)
+    requested = [
+        str(secret), str(tmp_path / "missing.dcm"),  # an image outside the studies, and a missing one
+        "/etc/passwd", "/etc/no_such_file", "/proc/self/environ",
+        os.path.join(server.studies, DICOM_FILES[0]),  # a path, even inside the studies, is no id
+        os.path.relpath(secret, REPO_ROOT), f"../{os.path.basename(tmp_path)}/secret.dcm", "../../../etc/passwd",
+        server.studies, "/",  # folders are never scanned
+        *NOT_OFFERED, "no_such_image", "labels/final", "datastore_v2.json",
+    ]
+    start = time.perf_counter()
+    for image_id in requested:
+        status, answer = server.infer(image_id, timeout=30)
+        # one answer, whether the file exists or not
+        assert status == 404 and answer["detail"] == f"image {image_id!r} is not in the datastore.", image_id
+        status, _ = server.request("GET", f"/datastore/image?image={urllib.parse.quote(image_id, safe='')}")
+        assert status == 404, image_id
+    assert time.perf_counter() - start < 30
+    assert server.process.poll() is None
+
+
+def test_unusable_images_are_422_with_their_reason(server) -> None:
+    for image_id, reason in UNUSABLE.items():
+        status, answer = server.infer(image_id)
+        assert status == 422 and f"{image_id!r} is unusable: {reason}" in answer["detail"], (image_id, answer)
+    assert server.request("GET", "/info/")[0] == 200
+    assert server.process.poll() is None
 
 
 def test_least_typical_strategy_offers_the_farthest_image_first(server) -> None:
     similarities = {}
-    for image_id in [os.path.splitext(n)[0] for n in DICOM_FILES] + [f"pneumonia_{i}" for i in range(8)]:
-        status, result = request("POST", f"{server['url']}/infer/cae?image={image_id}")
+    for image_id in USABLE:
+        status, result = server.infer(image_id)
         assert status == 200, result
         similarities[image_id] = result["similarity"]
     offered = []
     for _ in range(2):
-        status, sample = request("POST", f"{server['url']}/activelearning/least_typical")
-        assert status == 200 and sample["candidates"] == len(similarities)  # the truncated file is passed over
+        status, sample = server.request("POST", "/activelearning/least_typical")
+        assert status == 200 and sample["candidates"] == len(similarities)  # the unusable ones are passed over
         offered.append(sample["id"])
-    assert offered == sorted(similarities, key=similarities.get)[:2]
+    ranked = sorted(similarities, key=lambda i: (similarities[i], i))
+    assert offered == ranked[:2]
 
 
-def test_training_from_monai_label_replaces_the_model(server) -> None:
-    model_path = os.path.join(server["bundle"], "models", "model.pt")
-    before = os.stat(model_path).st_mtime_ns
-    params = {"max_epochs": 2, "warmup_epochs": 1, "dataset": "datastore", "pretrained": False, "device": "cpu"}
-    status, task = request("POST", f"{server['url']}/train/cae", params)
+def _digest(folder: str) -> dict[str, str]:
+    return {os.path.relpath(p, folder): hashlib.sha256(open(p, "rb").read()).hexdigest()
+            for p in sorted(glob.glob(os.path.join(folder, "**", "*"), recursive=True)) if os.path.isfile(p)}
+
+
+def _train(server, params: dict, timeout: float = 300) -> dict:
+    status, task = server.request("POST", "/train/cae", params)
     assert status == 200, task
-    deadline = time.time() + 300
+    deadline = time.time() + timeout
     while time.time() < deadline:
-        status, task = request("GET", f"{server['url']}/train/")
+        status, task = server.request("GET", "/train/")
         if task.get("status") not in ("SUBMITTED", "RUNNING"):
-            break
-        time.sleep(1)
-    assert task["status"] == "DONE", "\n".join(task.get("details", [])) + open(server["log"]).read()[-4000:]
-    assert os.stat(model_path).st_mtime_ns != before
-    status, result = request("POST", f"{server['url']}/infer/cae?image={os.path.splitext(DICOM_FILES[0])[0]}")
-    k = len(np.load(os.path.join(server["bundle"], "models", "prototypes.npy")))
-    assert status == 200 and len(result["scores"]) == k
+            return task
+        time.sleep(0.5)
+    raise AssertionError(f"training did not end within {timeout} s")
+
+
+def _pointer(bundle: str) -> dict:
+    with open(os.path.join(bundle, "runs", "label", "current.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_training_from_monai_label_makes_a_new_model_version(server) -> None:
+    bundle = server.bundle
+    shipped = {"models": _digest(os.path.join(bundle, "models")), "runs/train": _digest(os.path.join(bundle, "runs",
+                                                                                                     "train"))}
+    params = {"max_epochs": 2, "warmup_epochs": 1, "dataset": "datastore", "pretrained": False, "device": "cpu"}
+    task = _train(server, params)
+    assert task["status"] == "DONE", "\n".join(task.get("details", [])) + server.log_text()[-4000:]
+    first = _pointer(bundle)
+    run = os.path.join(bundle, "runs", "label", first["version"])
+    assert first["previous"] == "bundle"
+    for part in ("models/model.pt", "models/model.json", "models/prototypes.npy", "prototypes/embeddings.npy"):
+        assert os.path.isfile(os.path.join(run, part)), part
+    assert glob.glob(os.path.join(run, "checkpoints", "*.pt")) and glob.glob(os.path.join(run, "tensorboard", "*"))
+    # the bundle's own model and main run are untouched
+    assert shipped == {"models": _digest(os.path.join(bundle, "models")),
+                       "runs/train": _digest(os.path.join(bundle, "runs", "train"))}
+
+    # from the next request on: the new version, with its own strata and its own reference embeddings
+    status, result = server.infer(os.path.splitext(DICOM_FILES[0])[0])
+    prototypes = np.load(os.path.join(run, "models", "prototypes.npy"))
+    reference = np.load(os.path.join(run, "prototypes", "embeddings.npy"))
+    threshold = outlier_threshold(np.zeros(0), None, 1.0, nearest_similarity(reference, prototypes)).value
+    assert status == 200 and result["model_version"] == first["version"], result
+    assert len(result["scores"]) == len(prototypes)
+    assert result["outlier_source"] == "reference" and result["outlier_threshold"] == pytest.approx(threshold)
+
+    # pretrained: from the current version's weights, with prototypes discovered again
+    task = _train(server, {**params, "pretrained": True})
+    assert task["status"] == "DONE", "\n".join(task.get("details", []))
+    second = _pointer(bundle)
+    assert second["previous"] == first["version"] and second["version"] != first["version"]
+    second_run = os.path.join(bundle, "runs", "label", second["version"])
+    assert os.path.isfile(os.path.join(second_run, "prototypes", "embeddings.npy"))
+    assert os.path.isfile(os.path.join(run, "models", "model.pt"))  # the previous version stays available
+    assert server.infer(os.path.splitext(DICOM_FILES[0])[0])[1]["model_version"] == second["version"]
+
+    # a training killed half-way leaves the current version in place
+    before = set(os.listdir(os.path.join(bundle, "runs", "label")))
+    status, _ = server.request("POST", "/train/cae", {**params, "max_epochs": 500, "warmup_epochs": 400})
+    assert status == 200
+    deadline = time.time() + 120
+    while not glob.glob(os.path.join(bundle, "runs", "label", "*", "checkpoints", "*.pt")
+                        ) or set(os.listdir(os.path.join(bundle, "runs", "label"))) == before:
+        assert time.time() < deadline, server.log_text()[-4000:]
+        time.sleep(0.2)
+    killed = (set(os.listdir(os.path.join(bundle, "runs", "label"))) - before).pop()
+    while not glob.glob(os.path.join(bundle, "runs", "label", killed, "checkpoints", "*.pt")):
+        assert time.time() < deadline, server.log_text()[-4000:]
+        time.sleep(0.2)
+    status, task = server.request("DELETE", "/train/")
+    assert status == 200 and task["status"] == "STOPPED", task
+    assert _pointer(bundle) == second
+    assert server.infer(os.path.splitext(DICOM_FILES[0])[0])[1]["model_version"] == second["version"]
+
+
+def test_a_studies_folder_without_images_is_a_warning(bundle, tmp_path) -> None:
+    studies = tmp_path / "empty_studies"
+    (studies / "2020" / "CR").mkdir(parents=True)
+    (studies / "2020" / "CR" / "notes.txt").write_text("no image here\n")
+    with start_server(str(studies), bundle, str(tmp_path / "server.log")) as server:
+        assert server.images() == []
+        assert "no images in the studies folder" in server.log_text()
