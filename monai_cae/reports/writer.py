@@ -239,7 +239,8 @@ def write_report(
         network: the trained network.
         output_dir: report folder.
         skipped: ``(index, reason, detail)`` of the selected images that failed to load
-            (:attr:`monai_cae.data.CohortDataLoader.skipped`).
+            (:attr:`monai_cae.data.CohortDataLoader.skipped`). Images of ``assignment`` whose latent is not finite
+            join them as ``"non_finite"``.
         overwrite: replace an existing report.
         thumbnails: put images in the page: each stratum's exemplars and least typical members, and the outliers
             (off when burnt-in text could identify).
