@@ -12,7 +12,9 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 
 import numpy as np
 import pytest
@@ -238,6 +240,20 @@ def test_only_images_of_the_datastore_are_served(server, tmp_path) -> None:
         assert status == 404, image_id
     assert time.perf_counter() - start < 30
     assert server.process.poll() is None
+
+
+def test_the_studies_are_never_written_nor_deleted_through_the_server(server) -> None:
+    outside = os.path.join(os.path.dirname(server.studies), "planted")
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n\r\n"
+            + open(os.path.join(server.studies, "pneumonia_0.png"), "rb").read() + b"\r\n--b--\r\n")
+    req = urllib.request.Request(f"{server.url}/datastore/image?image=../planted", data=body, method="PUT",
+                                 headers={"Content-Type": "multipart/form-data; boundary=b"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=30)
+    assert refused.value.code == 403 and not glob.glob(outside + "*")
+    status, _ = server.request("DELETE", "/datastore/image?id=pneumonia_0")
+    assert status == 403 and os.path.isfile(os.path.join(server.studies, "pneumonia_0.png"))
+    assert "pneumonia_0" in server.images()
 
 
 def test_unusable_images_are_422_with_their_reason(server) -> None:

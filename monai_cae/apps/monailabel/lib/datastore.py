@@ -16,8 +16,8 @@ import stat
 import time
 from typing import Any
 
+from fastapi import HTTPException
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
-from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
 from monai_cae.data import is_dicom_file
 from monai_cae.data.manifest import ITK_EXTENSIONS, NIFTI_EXTENSIONS, PIL_EXTENSIONS, _list_files, display_text
@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".dcm", ".dicom", *NIFTI_EXTENSIONS, *PIL_EXTENSIONS, *ITK_EXTENSIONS)
 """Names offered whatever their content (a damaged one is answered 422 with its reason); any other file is offered
 when its content is DICOM."""
+
+_ARCHIVE = "the studies folder is an archive: the server neither adds nor removes its images"
 
 # longest first, so that ".nii.gz" is taken away whole
 _STRIPPED = sorted(IMAGE_EXTENSIONS, key=len, reverse=True)
@@ -182,8 +184,14 @@ class StudiesDatastore(LocalDatastore):
         info["path"] = display_text(self.get_image_uri(image_id))
         return info
 
+    def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
+        """Refused (403): the studies folder is an archive, which the server never writes into.
+
+        MONAI Label would copy the upload to ``<studies>/<image_id><extension>``, where an id holding ``../`` is a
+        file anywhere the server may write.
+        """
+        raise HTTPException(status_code=403, detail=_ARCHIVE)
+
     def remove_image(self, image_id: str) -> None:
-        """Refused: the studies folder is an archive, which the server never deletes from."""
-        raise MONAILabelException(
-            MONAILabelError.INVALID_INPUT, f"image {image_id!r}: the server never deletes files of the studies folder"
-        )
+        """Refused (403): the studies folder is an archive, which the server never deletes from."""
+        raise HTTPException(status_code=403, detail=_ARCHIVE)
