@@ -27,8 +27,8 @@ class StrataInfer(InferTask):
     ``prediction`` (the stratum's name), ``stratum``, ``scores`` (soft assignment per stratum name), ``similarity``
     (cosine similarity to the nearest prototype), ``similarities`` (per stratum), ``outlier`` with
     ``outlier_threshold`` and ``outlier_source``, ``model_version`` (the bundle's model version that answered:
-    ``bundle`` or a version trained from MONAI Label, see :mod:`lib.versions`), and, unless the request says ``"prototype_image": false``,
-    ``prototype_png``: the stratum's prototype as a base64 PNG.
+    ``bundle`` or a version trained from MONAI Label, see :mod:`lib.versions`), and, unless the request says
+    ``"prototype_image": false``, ``prototype_png``: the stratum's prototype as a base64 PNG.
 
     Args:
         model: the bundle's model.
