@@ -251,6 +251,12 @@ def test_the_studies_are_never_written_nor_deleted_through_the_server(server) ->
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(req, timeout=30)
     assert refused.value.code == 403 and not glob.glob(outside + "*")
+    body = body.replace(b'name="file"', b'name="label"')
+    req = urllib.request.Request(f"{server.url}/datastore/label?image=pneumonia_0&tag=../../planted", data=body,
+                                 method="PUT", headers={"Content-Type": "multipart/form-data; boundary=b"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=30)
+    assert refused.value.code == 403 and not glob.glob(outside + "*")
     status, _ = server.request("DELETE", "/datastore/image?id=pneumonia_0")
     assert status == 403 and os.path.isfile(os.path.join(server.studies, "pneumonia_0.png"))
     assert "pneumonia_0" in server.images()

@@ -192,6 +192,11 @@ class StudiesDatastore(LocalDatastore):
         """
         raise HTTPException(status_code=403, detail=_ARCHIVE)
 
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+        """Refused (403): a classification app has no label images, and MONAI Label would write one to
+        ``<studies>/labels/<label_tag>/``, where a tag holding ``../`` is a folder anywhere the server may write."""
+        raise HTTPException(status_code=403, detail="the app classifies: it keeps no label images")
+
     def remove_image(self, image_id: str) -> None:
         """Refused (403): the studies folder is an archive, which the server never deletes from."""
         raise HTTPException(status_code=403, detail=_ARCHIVE)
