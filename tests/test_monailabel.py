@@ -362,6 +362,25 @@ def test_training_from_monai_label_makes_a_new_model_version(server) -> None:
     assert server.infer(os.path.splitext(DICOM_FILES[0])[0])[1]["model_version"] == second["version"]
 
 
+def _listed_within(server, image_id: str, listed: bool, seconds: float = 20) -> bool:
+    deadline = time.time() + seconds
+    while (image_id in server.images()) != listed:
+        if time.time() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def test_images_copied_into_a_sub_folder_are_listed_while_the_server_runs(server) -> None:
+    new = os.path.join(server.studies, "2022", "CR", "new.png")
+    os.makedirs(os.path.dirname(new))
+    shutil.copy(os.path.join(server.studies, "pneumonia_0.png"), new)
+    assert _listed_within(server, "2022/CR/new", True)
+    assert server.infer("2022/CR/new")[0] == 200
+    os.remove(new)
+    assert _listed_within(server, "2022/CR/new", False)
+
+
 def test_a_studies_folder_without_images_is_a_warning(bundle, tmp_path) -> None:
     studies = tmp_path / "empty_studies"
     (studies / "2020" / "CR").mkdir(parents=True)

@@ -111,8 +111,9 @@ class StudiesDatastore(LocalDatastore):
     """A studies folder, listed recursively, serving its own images by id only.
 
     Ids are :func:`datastore_id` of each file offered (:data:`IMAGE_EXTENSIONS`, or DICOM content); the listing is made
-    when the server starts and when MONAI Label's watcher sees an image file change (an extensionless DICOM file
-    copied in while the server runs appears at the next such change), never inside a request. An id resolves to the
+    when the server starts and when MONAI Label's watcher sees a file with an image extension appear or go, in any
+    sub-folder (an extensionless DICOM file copied in while the server runs appears at the next such change), never
+    inside a request. An id resolves to the
     file only while it is still a regular file inside the studies folder; anything else resolves to nothing, which
     the app answers 404. MONAI Label's own ``labels`` folder and ``datastore_v2.json`` stay where MONAI Label puts
     them (inside the studies) and are not listed.
@@ -126,8 +127,9 @@ class StudiesDatastore(LocalDatastore):
     def __init__(self, studies: str, auto_reload: bool = True, read_only: bool = False) -> None:
         self._real_root = os.path.realpath(studies)
         self._index: dict[str, str] = {}
+        # "**/": MONAI Label's watcher matches these below the studies folder, in sub-folders too
         super().__init__(
-            studies, extensions=[f"*{e}" for e in IMAGE_EXTENSIONS], auto_reload=auto_reload, read_only=read_only
+            studies, extensions=[f"**/*{e}" for e in IMAGE_EXTENSIONS], auto_reload=auto_reload, read_only=read_only
         )
         if read_only:  # MONAI Label then never reconciles: the ids come from the listing alone
             self._index = self._list()
