@@ -113,10 +113,10 @@ class StudiesDatastore(LocalDatastore):
     Ids are :func:`datastore_id` of each file offered (:data:`IMAGE_EXTENSIONS`, or DICOM content); the listing is made
     when the server starts and when MONAI Label's watcher sees a file with an image extension appear or go, in any
     sub-folder (an extensionless DICOM file copied in while the server runs appears at the next such change), never
-    inside a request. An id resolves to the
-    file only while it is still a regular file inside the studies folder; anything else resolves to nothing, which
-    the app answers 404. MONAI Label's own ``labels`` folder and ``datastore_v2.json`` stay where MONAI Label puts
-    them (inside the studies) and are not listed.
+    inside a request. An id resolves to the file only while it is still a regular file inside the studies folder;
+    anything else resolves to nothing, which the app answers 404. MONAI Label's own ``labels`` folder and
+    ``datastore_v2.json`` stay where MONAI Label puts them (inside the studies) and are not listed. The studies are
+    never written through the server: adding or removing an image and saving a label image are refused (403).
 
     Args:
         studies: the studies folder.

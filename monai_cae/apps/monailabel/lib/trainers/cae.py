@@ -112,7 +112,9 @@ class CAETrain(BundleTrainTask):
         if request["dataset"] != "datastore":
             self._images = []
         else:
-            self._images = [datastore.get_image_uri(image_id) for image_id in sorted(datastore.list_images())]
+            # an image that is no longer a file of the studies resolves to "", and is left out
+            uris = [datastore.get_image_uri(image_id) for image_id in sorted(datastore.list_images())]
+            self._images = [uri for uri in uris if uri]
         return [{"image": path} for path in self._images]
 
     def _partition_datalist(self, datalist: list, request: dict[str, Any], shuffle: bool = False) -> tuple[list, None]:
