@@ -7,6 +7,10 @@ For any test module::
         status, answer = server.infer(ids[0])      # POST /infer/cae?image=<id>, the id URL-quoted
         status, answer = server.request("GET", "/info/")
 
+``datastore_id(relative_name)`` gives the id the server lists a file under (``2021/DX/IM0001``, ``caf\\xe9`` for
+a Latin-1 ``café.dcm``); a second file with the same id gets `` (2)`` appended, in sorted path order. Import this
+module after ``pytest.importorskip("monailabel")``.
+
 The server is started through ``monai-cae-label`` (``python -m monai_cae.apps.monailabel.cli``), without ``--host``,
 so it listens where the command puts it by default (127.0.0.1), on a free port, and is stopped (SIGINT, then killed)
 when the block ends, with its training processes.
@@ -30,7 +34,9 @@ from dataclasses import dataclass
 
 from conftest import REPO_ROOT
 
-__all__ = ["LabelServer", "request", "start_server"]
+from monai_cae.apps.monailabel.lib.datastore import datastore_id
+
+__all__ = ["LabelServer", "datastore_id", "request", "start_server"]
 
 
 def request(method: str, url: str, body: dict | None = None, timeout: float = 120) -> tuple[int, object]:

@@ -26,7 +26,7 @@ pytest.importorskip(
     "pip install --no-deps monailabel==0.8.5 pydicom-seg==0.4.1 (setup.sh does both)"
 )
 
-from label_server import start_server  # noqa: E402
+from label_server import datastore_id, start_server  # noqa: E402
 from monai.bundle import ConfigParser  # noqa: E402
 
 from monai_cae.apps.monailabel.cli import server_arguments  # noqa: E402
@@ -173,6 +173,7 @@ def test_info_lists_the_classification_task(server) -> None:
 def test_datastore_lists_nested_extensionless_and_non_utf8_images(server) -> None:
     # every image below the studies, by id; nothing else, and nothing of MONAI Label's own files
     assert server.images() == sorted([*USABLE, *UNUSABLE])
+    assert {datastore_id(name) for name in USABLE.values()} == set(USABLE)
     status, answer = server.request("GET", "/datastore/image/info?image=caf%5Cxe9")
     assert status == 200 and answer["path"].endswith("caf\\xe9.dcm"), answer
 
