@@ -389,3 +389,17 @@ def test_a_studies_folder_without_images_is_a_warning(bundle, tmp_path) -> None:
     with start_server(str(studies), bundle, str(tmp_path / "server.log")) as server:
         assert server.images() == []
         assert "no images in the studies folder" in server.log_text()
+
+
+def test_a_datastore_file_an_earlier_server_broke_is_written_again(bundle, studies, tmp_path) -> None:
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    shutil.copy(os.path.join(studies, "pneumonia_0.png"), folder / "pneumonia_0.png")
+    # what MONAI Label's own datastore wrote for a Latin-1 file name: a lone surrogate, which no JSON reader loads
+    broken = {"name": "new-dataset", "description": "New Dataset", "images_dir": ".", "labels_dir": "labels",
+              "objects": {"caf\udce9": {"image": {"ext": ".dcm", "info": {"name": "caf\udce9.dcm"}}, "labels": {}}}}
+    (folder / "datastore_v2.json").write_text(json.dumps(broken))
+    with start_server(str(folder), bundle, str(tmp_path / "server.log")) as server:
+        assert server.images() == ["pneumonia_0"]
+    with open(folder / "datastore_v2.json", encoding="utf-8") as f:
+        assert list(json.load(f)["objects"]) == ["pneumonia_0"]

@@ -149,6 +149,12 @@ class StudiesDatastore(LocalDatastore):
     def _object(image_id: str) -> ImageLabelModel:
         return ImageLabelModel(image=DataModel(info={"ts": int(time.time()), "name": image_id}))
 
+    def _init_from_datastore_file(self, throw_exception: bool = False) -> None:
+        # a datastore_v2.json that does not load (earlier servers wrote names that are not UTF-8 into it as lone
+        # surrogates, which no JSON reader accepts) is logged and written again from the listing: it only holds ids
+        # and the strategy's timestamps, and a server that does not start serves nobody
+        super()._init_from_datastore_file(throw_exception=False)
+
     def _reconcile_datastore(self) -> None:
         # one listing per reconciliation, which MONAI Label runs at start-up and from its watcher thread
         self._index = self._list()
