@@ -14,13 +14,9 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import pairwise_distances_argmin_min, silhouette_score
 from tqdm.auto import tqdm
 
+from .features import l2_normalize, validate_features, validate_k_values
+
 __all__ = ["ElbowResult", "elbow_kmeans", "l2_normalize"]
-
-
-def l2_normalize(features: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit Euclidean norm (zero rows stay zero)."""
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    return features / np.maximum(norms, 1e-12)
 
 
 @dataclass
@@ -155,12 +151,8 @@ def elbow_kmeans(
         ValueError: for a non-2-D feature matrix, fewer than two values of ``k``, a ``k`` below 2 or not below N,
             or a ``fit_sample`` not above the largest ``k``.
     """
-    features = np.asarray(features, dtype=np.float32)
-    if features.ndim != 2:
-        raise ValueError(f"features must be (N, D), got shape {features.shape}.")
-    k_values = sorted(int(k) for k in k_values)
-    if len(k_values) < 2 or k_values[0] < 2 or k_values[-1] >= len(features):
-        raise ValueError(f"k_values must hold at least two counts in [2, N - 1] with N={len(features)}, got {k_values}.")
+    features = validate_features(features)
+    k_values = validate_k_values(k_values, len(features))
     if fit_sample is not None and fit_sample <= k_values[-1]:
         raise ValueError(f"fit_sample must exceed the largest k ({k_values[-1]}), got {fit_sample}.")
     data = l2_normalize(features) if normalize else features
