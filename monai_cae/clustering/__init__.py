@@ -1,5 +1,28 @@
 from __future__ import annotations
 
-from .elbow import ElbowResult, elbow_kmeans, l2_normalize
+from .choose_k import K_CRITERIA, KSelection, choose_k
+from .elbow import ElbowResult, elbow_kmeans
+from .features import l2_normalize, validate_features, validate_k, validate_k_values
+from .gmm import fit_gaussian_mixture, whiten
+from .methods import CLUSTERING_METHODS, cluster_latent
+from .result import ClusteringResult, mean_direction_prototypes
+from .spherical import SphericalKMeans
 
-__all__ = ["ElbowResult", "elbow_kmeans", "l2_normalize"]
+__all__ = [
+    "CLUSTERING_METHODS",
+    "ClusteringResult",
+    "ElbowResult",
+    "KSelection",
+    "K_CRITERIA",
+    "SphericalKMeans",
+    "choose_k",
+    "cluster_latent",
+    "elbow_kmeans",
+    "fit_gaussian_mixture",
+    "l2_normalize",
+    "mean_direction_prototypes",
+    "validate_features",
+    "validate_k",
+    "validate_k_values",
+    "whiten",
+]
