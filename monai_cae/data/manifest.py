@@ -27,6 +27,7 @@ __all__ = [
     "ManifestEntry",
     "csv_cell",
     "display_text",
+    "list_archive_files",
     "probe_file",
     "read_image_shape",
     "read_manifest",
@@ -159,7 +160,20 @@ def _identity(folder: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _list_files(root: str, exclude: Sequence[str]) -> list[str]:
+def list_archive_files(root: str, exclude: Sequence[str] = ()) -> list[str]:
+    """Every file below ``root`` that belongs to the archive, in sorted path order (the walk of :func:`scan_archive`).
+
+    Folders written by :func:`~monai_cae.reports.write_report` (holding :data:`REPORT_MARKER`), staging folders of a
+    killed run and the folders in ``exclude`` are left out with everything below them. Links, FIFOs and other special
+    files are listed as they are found: the caller decides what to open.
+
+    Args:
+        root: the archive folder.
+        exclude: folders not to list.
+
+    Returns:
+        The paths, joined to ``root``.
+    """
     excluded = {_identity(folder) for folder in exclude if os.path.isdir(folder)}
     found = []
     for folder, dirs, names in os.walk(root):
@@ -412,7 +426,7 @@ def scan_archive(
     max_pixels = validate_max_pixels(max_pixels)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"archive folder not found: {os.path.abspath(root)}.")
-    files = _list_files(root, exclude)
+    files = list_archive_files(root, exclude)
     entries = [
         _probe(path, root, modalities, views, body_parts, max_pixels)
         for path in tqdm(files, desc="Scanning headers", unit="file", disable=not progress)

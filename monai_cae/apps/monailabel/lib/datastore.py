@@ -20,7 +20,7 @@ from fastapi import HTTPException
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 
 from monai_cae.data import is_dicom_file
-from monai_cae.data.manifest import ITK_EXTENSIONS, NIFTI_EXTENSIONS, PIL_EXTENSIONS, _list_files, display_text
+from monai_cae.data.manifest import ITK_EXTENSIONS, NIFTI_EXTENSIONS, PIL_EXTENSIONS, display_text, list_archive_files
 
 __all__ = ["IMAGE_EXTENSIONS", "StudiesDatastore", "datastore_id", "inside_file", "studies_index"]
 
@@ -95,7 +95,7 @@ def studies_index(root: str, exclude: list[str] | None = None) -> dict[str, str]
     """
     real_root = os.path.realpath(root)
     index: dict[str, str] = {}
-    for path in _list_files(root, exclude or []):
+    for path in list_archive_files(root, exclude or []):
         real = inside_file(path, real_root)
         if real is None or not _offered(path, real):
             continue
