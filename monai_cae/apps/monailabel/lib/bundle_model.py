@@ -20,7 +20,7 @@ import numpy as np
 from monai.bundle import ConfigParser
 
 from monai_cae.data import CohortDataLoader, CohortDataset, ManifestEntry, UnusableImageError, cohort_transform
-from monai_cae.data import probe_file, scan_archive
+from monai_cae.data import DEFAULT_MAX_PIXELS, probe_file, scan_archive
 from monai_cae.data.manifest import SELECTED
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 from monai_cae.reports import assign_cohort, decode_prototypes, image_png, outlier_threshold, reference_similarities
@@ -38,6 +38,7 @@ OPTIONS = {
     "outlier_threshold": float,
     "outlier_percentile": float,
     "device": str,
+    "max_pixels": int,
 }
 """Keys of ``inference.json`` that the app's ``--conf`` may override, with their types."""
 
@@ -111,20 +112,23 @@ def _typed_options(options: Mapping[str, object]) -> dict[str, object]:
     return typed
 
 
-def radiograph_entries(path: str, modalities: Sequence[str] | None) -> list[ManifestEntry]:
+def radiograph_entries(
+    path: str, modalities: Sequence[str] | None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> list[ManifestEntry]:
     """The cohort pipeline's description of what a datastore hands over for one image.
 
     Args:
         path: a file, or a folder holding a series (a DICOMweb datastore hands a series over as a folder of
             instances).
         modalities: accepted DICOM modalities (see :func:`~monai_cae.data.scan_archive`).
+        max_pixels: the largest image accepted (larger ones are skipped as ``"too_large"`` before decoding).
 
     Returns:
         The folder's entries, or the file's one entry; selected or skipped with a reason.
     """
     if os.path.isdir(path):
-        return scan_archive(path, modalities, progress=False)
-    return [probe_file(path, modalities=modalities)]
+        return scan_archive(path, modalities, progress=False, max_pixels=max_pixels)
+    return [probe_file(path, modalities=modalities, max_pixels=max_pixels)]
 
 
 class BundleStrata:
@@ -167,6 +171,7 @@ class BundleStrata:
             model = os.path.abspath(str(typed["ckpt_path"]))
             self.pinned = ModelVersion("ckpt_path", os.path.dirname(model), model, shipped.reference_embeddings)
         self.modalities = self.parser.get_parsed_content("modalities")
+        self.max_pixels = self.parser.get_parsed_content("max_pixels")
         self.device = self.parser.get_parsed_content("device")
         self.fixed_threshold = self.parser.get_parsed_content("outlier_threshold")
         self.percentile = float(self.parser.get_parsed_content("outlier_percentile"))
@@ -224,7 +229,7 @@ class BundleStrata:
         pngs = [base64.b64encode(image_png(image, scale=4)).decode("ascii") for image in decoded]
         logger.info("loaded %s (version %s): %d strata, outlier threshold %s (%s)", version.model, version.name, k,
                     threshold, source)
-        return _Loaded(stamp, version, img_size, cohort_transform(img_size), network, threshold, source, pngs)
+        return _Loaded(stamp, version, img_size, cohort_transform(img_size, max_pixels=self.max_pixels), network, threshold, source, pngs)
 
     def current(self) -> _Loaded:
         """The current version's model, loaded again when the version or its checkpoint changed since.
@@ -265,7 +270,7 @@ class BundleStrata:
         return pngs[stratum]
 
     def _entry(self, path: str) -> ManifestEntry:
-        entries = radiograph_entries(path, self.modalities)
+        entries = radiograph_entries(path, self.modalities, self.max_pixels)
         selected = [e for e in entries if e.status == SELECTED]
         if selected:
             if len(selected) > 1:

@@ -26,7 +26,7 @@ class CAEConfig(TaskConfig):
 
     ``conf`` (``--conf KEY VALUE``) takes ``bundle_path`` (the bundle folder) and the inference options of
     :data:`~lib.bundle_model.OPTIONS` (``outlier_threshold``, ``outlier_percentile``, ``reference_embeddings``,
-    ``ckpt_path``, ``device``).
+    ``ckpt_path``, ``device``, ``max_pixels``).
     """
 
     def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, **kwargs: Any) -> None:

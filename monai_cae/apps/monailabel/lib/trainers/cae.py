@@ -135,8 +135,9 @@ class CAETrain(BundleTrainTask):
         super()._load_checkpoint(start, True, train_handlers)
 
     def _datastore_dataset(self) -> ArrayImageDataset:
-        entries = [e for path in self._images for e in radiograph_entries(path, RADIOGRAPH_MODALITIES)]
-        cohort = CohortDataset(entries, self.bundle_config.get_parsed_content("img_size"))
+        max_pixels = self.bundle_config.get_parsed_content("max_pixels")
+        entries = [e for path in self._images for e in radiograph_entries(path, RADIOGRAPH_MODALITIES, max_pixels)]
+        cohort = CohortDataset(entries, self.bundle_config.get_parsed_content("img_size"), max_pixels=max_pixels)
         items = [cohort[i] for i in range(len(cohort))]
         for entry in cohort.manifest:
             if entry.reason:
