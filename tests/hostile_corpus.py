@@ -46,14 +46,23 @@ class HostileFile:
         kind: what it is, in words.
         outcome: ``"selected"`` for a good image, or the reason code it must be skipped with.
         bomb: a file that declares gigabytes, refused before decoding.
-        listed: whether an archive scan lists it at all (a folder named like an image is walked into, not listed).
+        alone: the outcome when the file is seen on its own (a server request), where it differs from the archive's:
+            a copy is only a duplicate beside its original.
+        served: whether a server on the corpus offers it: not what is no regular file, a link out of the corpus, or
+            neither DICOM nor named as an image.
     """
 
     name: str
     kind: str
     outcome: str
     bomb: bool = False
-    listed: bool = True
+    alone: str | None = None
+    served: bool = True
+
+    @property
+    def outcome_alone(self) -> str:
+        """The outcome of the file on its own."""
+        return self.alone or self.outcome
 
 
 def _pixels(shared_data: str, size: int = 256) -> np.ndarray:
@@ -108,7 +117,7 @@ def build_corpus(root: str, shared_data: str) -> list[HostileFile]:
     """Write the corpus into ``root`` (which must not exist yet).
 
     Args:
-        root: the corpus folder.
+        root: the corpus folder; one image is written beside it, for a link out of the corpus.
         shared_data: the shared data folder (its ``dicom/`` radiographs).
 
     Returns:
@@ -119,11 +128,11 @@ def build_corpus(root: str, shared_data: str) -> list[HostileFile]:
     files: list[HostileFile] = []
 
     def put(name: str, kind: str, outcome: str, write: Callable[[str], None], bomb: bool = False,
-            listed: bool = True) -> None:
+            alone: str | None = None, served: bool = True) -> None:
         path = os.path.join(root, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write(path)
-        files.append(HostileFile(name, kind, outcome, bomb, listed))
+        files.append(HostileFile(name, kind, outcome, bomb, alone, served))
 
     def dicom(ds: Dataset, **save) -> Callable[[str], None]:
         return lambda path: ds.save_as(path, **save)
@@ -210,21 +219,21 @@ def build_corpus(root: str, shared_data: str) -> list[HostileFile]:
     whole_bytes = io.BytesIO()
     whole.save_as(whole_bytes)
     put("2019/DX/aa_truncated_copy.dcm", "truncated copy carrying the original's SOPInstanceUID", "duplicate",
-        raw(whole_bytes.getvalue()[: len(whole_bytes.getvalue()) // 2]))
+        raw(whole_bytes.getvalue()[: len(whole_bytes.getvalue()) // 2]), alone="corrupt")
     cut = io.BytesIO()
     derived().save_as(cut)
     put("broken/truncated_pixels.dcm", "pixel data cut short", "corrupt", raw(cut.getvalue()[:-5000]))
     put("broken/truncated_header.dcm", "header cut short", "corrupt", raw(cut.getvalue()[:400]))
     put("broken/empty.dcm", "zero bytes", "corrupt", raw(b""))
-    put("broken/notes.txt", "a text file", "not_image", raw(b"clinical notes, not an image\n"))
+    put("broken/notes.txt", "a text file", "not_image", raw(b"clinical notes, not an image\n"), served=False)
     put("broken/text.dcm", "text named .dcm", "not_image", raw(b"this is not DICOM\n" * 20))
     put("broken/random.png", "random bytes named .png", "corrupt", raw(np.random.default_rng(0).bytes(4096)))
     zipped = io.BytesIO()
     with zipfile.ZipFile(zipped, "w") as z:
         z.writestr("a.dcm", cut.getvalue())
-    put("broken/archive.zip", "a ZIP archive", "not_image", raw(zipped.getvalue()))
+    put("broken/archive.zip", "a ZIP archive", "not_image", raw(zipped.getvalue()), served=False)
     put("broken/photo.gif", "a GIF (unsupported format)", "not_image",
-        lambda p: Image.fromarray(pixels).save(p, format="GIF"))
+        lambda p: Image.fromarray(pixels).save(p, format="GIF"), served=False)
     damaged = bytearray(cut.getvalue())
     damaged[300:340] = b"\xff" * 40
     put("broken/damaged_header.dcm", "garbage bytes in the header", "corrupt", raw(bytes(damaged)))
@@ -264,12 +273,18 @@ def build_corpus(root: str, shared_data: str) -> list[HostileFile]:
 
     # links and special files
     put("links/zz_link_to_plain.dcm", "a link to a good image (the same SOPInstanceUID)", "duplicate",
-        lambda p: os.symlink(os.path.join(root, "2019/DX/plain.dcm"), p))
-    put("links/broken_link.dcm", "a link to nothing", "unreadable", lambda p: os.symlink("/nonexistent/x.dcm", p))
+        lambda p: os.symlink(os.path.join(root, "2019/DX/plain.dcm"), p), alone=SELECTED)
+    put("links/broken_link.dcm", "a link to nothing", "unreadable", lambda p: os.symlink("/nonexistent/x.dcm", p),
+        served=False)
     put("links/loop_a.dcm", "a link loop", "unreadable",
-        lambda p: (os.symlink("loop_b.dcm", p), os.symlink("loop_a.dcm", os.path.join(os.path.dirname(p), "loop_b.dcm"))))
-    files.append(HostileFile("links/loop_b.dcm", "the other half of the loop", "unreadable"))
-    put("links/fifo.dcm", "a FIFO (would block a reader)", "unreadable", os.mkfifo)
+        lambda p: (os.symlink("loop_b.dcm", p), os.symlink("loop_a.dcm", os.path.join(os.path.dirname(p), "loop_b.dcm"))),
+        served=False)
+    files.append(HostileFile("links/loop_b.dcm", "the other half of the loop", "unreadable", served=False))
+    put("links/fifo.dcm", "a FIFO (would block a reader)", "unreadable", os.mkfifo, served=False)
+    outside = os.path.join(os.path.dirname(root), "outside_the_corpus.dcm")
+    derived().save_as(outside)
+    put("links/outside.dcm", "a link to an image outside the corpus (an archive may link; a server never serves it)",
+        SELECTED, lambda p: os.symlink(outside, p), served=False)
 
     # bombs: refused before any pixel is decoded or inflated
     small_jpeg = _jpeg_bytes(np.full((16, 16), 128, np.uint8))
