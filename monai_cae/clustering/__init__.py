@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from .choose_k import K_CRITERIA, KSelection, choose_k
 from .elbow import ElbowResult, elbow_kmeans
-from .features import l2_normalize, validate_features, validate_k, validate_k_values
-from .gmm import fit_gaussian_mixture, whiten
+from .features import cluster_directions, l2_normalize, validate_features, validate_k, validate_k_values
+from .gmm import fit_gaussian_mixture, pca_project
 from .methods import CLUSTERING_METHODS, cluster_latent
 from .result import ClusteringResult, mean_direction_prototypes
 from .spherical import SphericalKMeans
@@ -16,13 +16,14 @@ __all__ = [
     "K_CRITERIA",
     "SphericalKMeans",
     "choose_k",
+    "cluster_directions",
     "cluster_latent",
     "elbow_kmeans",
     "fit_gaussian_mixture",
     "l2_normalize",
     "mean_direction_prototypes",
+    "pca_project",
     "validate_features",
     "validate_k",
     "validate_k_values",
-    "whiten",
 ]

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from .elbow import ElbowResult, elbow_kmeans
 from .features import l2_normalize, validate_features, validate_k_values
-from .gmm import fit_gaussian_mixture, whiten
+from .gmm import fit_gaussian_mixture, pca_project
 
 __all__ = ["K_CRITERIA", "KSelection", "choose_k"]
 
@@ -101,7 +101,7 @@ def choose_k(
     normalize: bool = True,
     progress: bool = False,
     sweep: ElbowResult | None = None,
-    pca_components: int = 32,
+    pca_components: int = 16,
     n_references: int = 10,
 ) -> KSelection:
     """Choose the number of clusters of the latent by one criterion, and return its whole curve.
@@ -111,9 +111,10 @@ def choose_k(
           al. 2011).
         - ``"silhouette"``: the ``k`` whose KMeans partition has the highest mean silhouette (Rousseeuw 1987,
           "Silhouettes: a graphical aid to the interpretation and validation of cluster analysis").
-        - ``"bic"``: the ``k`` whose Gaussian mixture on PCA-whitened rows
-          (:func:`~monai_cae.clustering.gmm.whiten`) has the lowest Bayesian information criterion (Schwarz 1978,
-          "Estimating the dimension of a model"), a likelihood that is not bound to round, equal clusters.
+        - ``"bic"``: the ``k`` whose Gaussian mixture on the leading principal axes
+          (:func:`~monai_cae.clustering.gmm.pca_project`), the ``"gmm"`` clusterer's model, has the lowest
+          Bayesian information criterion (Schwarz 1978, "Estimating the dimension of a model"): a likelihood that
+          is not bound to round, equal clusters, less a ``log N`` charge per parameter.
         - ``"gap"``: the gap statistic (Tibshirani, Walther and Hastie 2001, "Estimating the number of clusters in
           a data set via the gap statistic"): the smallest ``k`` with ``Gap(k) >= Gap(k') - s_k'`` for the next
           count ``k'``, ``log W_k`` being compared with ``n_references`` uniform reference sets.
@@ -147,8 +148,8 @@ def choose_k(
     k_values = validate_k_values(k_values, len(features))
     data = l2_normalize(features) if normalize else features
     if criterion == "bic":
-        _, whitened = whiten(data, pca_components, seed)
-        scores = [float(fit_gaussian_mixture(whitened, k, seed).bic(whitened))
+        _, projected = pca_project(data, pca_components, seed)
+        scores = [float(fit_gaussian_mixture(projected, k, seed).bic(projected))
                   for k in tqdm(k_values, desc="GMM over k", disable=not progress)]
         return KSelection(criterion, k_values, scores, k_values[int(np.argmin(scores))])
     if sweep is None:

@@ -5,14 +5,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import sparse
 
-__all__ = ["l2_normalize", "validate_features", "validate_k", "validate_k_values"]
+__all__ = ["cluster_directions", "l2_normalize", "validate_features", "validate_k", "validate_k_values"]
 
 
 def l2_normalize(features: np.ndarray) -> np.ndarray:
     """Rows scaled to unit Euclidean norm (zero rows stay zero)."""
     norms = np.linalg.norm(features, axis=1, keepdims=True)
     return features / np.maximum(norms, 1e-12)
+
+
+def cluster_directions(data: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """``(k, D)`` unit direction of each cluster's summed rows; a cluster without members gets a zero row.
+
+    On the unit sphere this is the point of highest summed cosine similarity to the members (Banerjee et al. 2005,
+    Sec. 2.2). The sums are one sparse ``(k, N)`` membership product: ``np.add.at`` is an order of magnitude slower.
+    """
+    membership = sparse.csr_matrix((np.ones(len(labels)), (labels, np.arange(len(labels)))), shape=(k, len(labels)))
+    return l2_normalize(np.asarray(membership @ data.astype(np.float64))).astype(np.float32)
 
 
 def validate_features(features: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from sklearn.cluster import KMeans, SpectralClustering
 
-from .gmm import fit_gaussian_mixture, whiten
+from .gmm import fit_gaussian_mixture, pca_project
 from .features import l2_normalize, validate_features, validate_k
 from .result import ClusteringResult, mean_direction_prototypes
 from .spherical import SphericalKMeans
@@ -33,11 +33,11 @@ def _spherical_kmeans(
 
 
 def _gmm(
-    data: np.ndarray, k: int, seed: int, pca_components: int = 32, covariance_type: str = "full", n_init: int = 1
+    data: np.ndarray, k: int, seed: int, pca_components: int = 16, covariance_type: str = "full", n_init: int = 3
 ) -> tuple[np.ndarray, tuple]:
-    pca, whitened = whiten(data, pca_components, seed)
-    mixture = fit_gaussian_mixture(whitened, k, seed, covariance_type, n_init)
-    return mixture.predict(whitened), (pca, mixture)
+    pca, projected = pca_project(data, pca_components, seed)
+    mixture = fit_gaussian_mixture(projected, k, seed, covariance_type, n_init)
+    return mixture.predict(projected), (pca, mixture)
 
 
 def _spectral(data: np.ndarray, k: int, seed: int, n_neighbors: int = 10) -> tuple[np.ndarray, SpectralClustering]:
@@ -66,9 +66,9 @@ def cluster_latent(
           Options: ``n_init`` (10).
         - ``"spherical_kmeans"``: :class:`~monai_cae.clustering.spherical.SphericalKMeans`, centres on the unit
           sphere and cosine assignments (Banerjee et al. 2005). Options: ``n_init`` (10), ``max_iter`` (300).
-        - ``"gmm"``: full-covariance Gaussian mixture on PCA-whitened rows
-          (:func:`~monai_cae.clustering.gmm.whiten`), which fits elongated and unequal clusters. Options:
-          ``pca_components`` (32), ``covariance_type`` (``"full"``), ``n_init`` (1).
+        - ``"gmm"``: full-covariance Gaussian mixture on the leading principal axes
+          (:func:`~monai_cae.clustering.gmm.pca_project`), which fits elongated and unequal clusters. Options:
+          ``pca_components`` (16), ``covariance_type`` (``"full"``), ``n_init`` (3).
         - ``"spectral"``: spectral clustering of the symmetric k-nearest-neighbour graph (von Luxburg 2007,
           "A tutorial on spectral clustering"), which follows non-convex clusters. Options: ``n_neighbors`` (10).
           Its cost grows faster than linearly with N (an eigenproblem of the N-node graph).

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .features import l2_normalize, validate_features
+from .features import cluster_directions, l2_normalize, validate_features
 
 __all__ = ["ClusteringResult", "mean_direction_prototypes"]
 
@@ -17,8 +17,9 @@ def mean_direction_prototypes(data: np.ndarray, labels: np.ndarray) -> tuple[np.
 
     This is the prototype of every clusterer, whatever its own model (centroids, Gaussian components, graph
     partitions): the project assigns an image to the prototype of highest cosine similarity, and the mean direction
-    is the point of the unit sphere that maximises the summed cosine similarity to the members (Banerjee et al.
-    2005, Sec. 2.2). Clusters left empty (a collapsed mixture component) have no direction and are dropped.
+    is the point of the unit sphere that maximises the summed cosine similarity to the members
+    (:func:`~monai_cae.clustering.features.cluster_directions`). Clusters left empty (a collapsed mixture
+    component) have no direction and are dropped.
 
     Args:
         data: ``(N, D)`` features the clustering was fitted on.
@@ -28,9 +29,7 @@ def mean_direction_prototypes(data: np.ndarray, labels: np.ndarray) -> tuple[np.
         ``(prototypes, labels)``: ``(k, D)`` float32 unit rows and ``(N,)`` int64 labels in ``[0, k)``.
     """
     _, labels = np.unique(np.asarray(labels), return_inverse=True)
-    sums = np.zeros((labels.max() + 1, data.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels, data)
-    return l2_normalize(sums).astype(np.float32), labels.astype(np.int64)
+    return cluster_directions(data, labels, int(labels.max()) + 1), labels.astype(np.int64)
 
 
 @dataclass

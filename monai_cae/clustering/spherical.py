@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.cluster import kmeans_plusplus
 
-from .features import l2_normalize, validate_features, validate_k
+from .features import cluster_directions, l2_normalize, validate_features, validate_k
 
 __all__ = ["SphericalKMeans"]
 
@@ -64,14 +64,10 @@ class SphericalKMeans:
             if np.array_equal(new_labels, labels):
                 break
             labels = new_labels
-            sums = np.zeros_like(centres, dtype=np.float64)
-            np.add.at(sums, labels, data)
             empty = np.flatnonzero(np.bincount(labels, minlength=len(centres)) == 0)
-            if len(empty):  # reseed an empty cluster at the rows its neighbours fit worst, as sklearn's KMeans does
-                worst = np.argsort(similarities[np.arange(len(data)), labels])[: len(empty)]
-                sums[empty] = data[worst]
-                labels[worst] = empty
-            centres = l2_normalize(sums).astype(np.float32)
+            if len(empty):  # reseed an empty cluster at the rows their centres fit worst, as sklearn's KMeans does
+                labels[np.argsort(similarities[np.arange(len(data)), labels])[: len(empty)]] = empty
+            centres = cluster_directions(data, labels, len(centres))
         objective = float((data * centres[labels]).sum())
         return centres, labels, objective, iteration
 
