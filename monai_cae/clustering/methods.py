@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from sklearn.cluster import KMeans, SpectralClustering
 
-from .gmm import fit_gaussian_mixture, pca_project
 from .features import l2_normalize, validate_features, validate_k
+from .gmm import fit_gaussian_mixture, pca_project
 from .result import ClusteringResult, mean_direction_prototypes
 from .spherical import SphericalKMeans
 

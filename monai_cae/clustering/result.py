@@ -42,7 +42,8 @@ class ClusteringResult:
         prototypes: ``(k, D)`` unit mean direction of each cluster in the latent space.
         fit_seconds: wall time of the fit, prototypes included.
         normalized: whether rows were L2-normalised before clustering.
-        model: the fitted scikit-learn (or spherical KMeans) object, for inspection.
+        model: the method's fitted model, for inspection: ``KMeans``, ``SphericalKMeans``,
+            ``(PCA, GaussianMixture)`` or ``SpectralClustering``.
     """
 
     method: str

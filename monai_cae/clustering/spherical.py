@@ -73,4 +73,5 @@ class SphericalKMeans:
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Most cosine-similar centre of each row."""
+        # a row's norm scales all its similarities alike, so the argmax needs no normalisation
         return np.argmax(validate_features(features) @ self.cluster_centers_.T, axis=1)
