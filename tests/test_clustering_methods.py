@@ -147,10 +147,10 @@ def test_each_criterion_finds_the_number_of_separated_clusters(
     criterion: str, case: str, true_k: int, normalize: bool
 ) -> None:
     features = directional_clusters(seed=3)[0] if normalize else separated_blobs(true_k)
-    selection = choose_k(features, K_VALUES, criterion, seed=0, normalize=normalize, n_references=5)
+    selection = choose_k(features, K_VALUES, criterion, seed=0, normalize=normalize, n_references=5, n_splits=5)
     assert selection.k == true_k, f"{criterion} chose {selection.k} for {case}: {selection.scores}"
     assert selection.k_values == list(K_VALUES) and len(selection.scores) == len(K_VALUES)
-    assert (selection.errors is not None) == (criterion == "gap")
+    assert (selection.errors is not None) == (criterion in ("gap", "stability"))
 
 
 def test_the_elbow_underestimates_many_blobs_where_the_other_criteria_do_not(tmp_path) -> None:
@@ -159,11 +159,11 @@ def test_the_elbow_underestimates_many_blobs_where_the_other_criteria_do_not(tmp
                              random_state=0)
     k_values = tuple(range(2, 13))
     sweep = elbow_kmeans(features, k_values, normalize=False, progress=False)  # one sweep for three criteria
-    chosen = {c: choose_k(features, k_values, c, normalize=False, sweep=sweep, n_references=5)
+    chosen = {c: choose_k(features, k_values, c, normalize=False, sweep=sweep, n_references=5, n_splits=5)
               for c in sorted(K_CRITERIA)}
     assert chosen["elbow"].k < 8 and chosen["elbow"].k == sweep.k
     assert chosen["elbow"].scores == sweep.inertias and chosen["silhouette"].scores == sweep.silhouettes
-    assert all(chosen[c].k == 8 for c in ("silhouette", "bic", "gap")), {c: s.k for c, s in chosen.items()}
+    assert all(chosen[c].k == 8 for c in set(K_CRITERIA) - {"elbow"}), {c: s.k for c, s in chosen.items()}
     for criterion, selection in chosen.items():
         selection.plot(tmp_path / f"{criterion}.png")
         assert (tmp_path / f"{criterion}.png").stat().st_size > 0
@@ -198,7 +198,8 @@ def test_cluster_latent_rejects_bad_arguments(kwargs: dict, message: str) -> Non
         ({"k_values": (3,)}, r"\[3\]"),
         ({"k_values": (2, 20)}, r"\[2, 20\]"),
         ({"features": FEATURES[0]}, r"\(3,\)"),
-        ({"n_references": 1}, "n_references"),
+        ({"n_references": 1}, "n_references=1"),
+        ({"n_splits": 1}, "n_splits=1"),
         ({"sweep": "other k"}, r"k=\[2, 3, 4\]"),
     ],
 )

@@ -11,6 +11,8 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from tqdm.auto import tqdm
 
+from monai_cae.evaluation.metrics import hungarian_accuracy
+
 from .elbow import ElbowResult, elbow_kmeans
 from .features import l2_normalize, validate_features, validate_k_values
 from .gmm import fit_gaussian_mixture, pca_project
@@ -23,6 +25,7 @@ K_CRITERIA: dict[str, tuple[str, str]] = {
     "silhouette": ("silhouette of KMeans", "max"),
     "bic": ("BIC of a Gaussian mixture", "min"),
     "gap": ("gap statistic of KMeans", "first"),
+    "stability": ("normalised KMeans instability", "min"),
 }
 
 
@@ -35,8 +38,8 @@ class KSelection:
         k_values: the cluster counts tried, increasing.
         scores: the criterion at each count.
         k: the chosen number of clusters.
-        errors: standard errors of ``scores`` where the criterion has them (the gap statistic's ``s_k``), else
-            ``None``.
+        errors: standard errors of ``scores`` where the criterion has them (the gap statistic's ``s_k``, the
+            stability's standard error over splits), else ``None``.
     """
 
     criterion: str
@@ -93,6 +96,31 @@ def _gap_statistic(
     return gaps.tolist(), errors.tolist(), sweep.k_values[index]
 
 
+def _stability(
+    data: np.ndarray, k_values: list[int], n_splits: int, seed: int, progress: bool
+) -> tuple[list[float], list[float], int]:
+    """Normalised instability curve over random halvings, its standard errors and the chosen ``k``."""
+    rng = np.random.default_rng(seed)
+    scores, errors = [], []
+    for k in tqdm(k_values, desc="stability over k", disable=not progress):
+        disagreement, chance = np.empty(n_splits), np.empty(n_splits)
+        for split in range(n_splits):
+            order = rng.permutation(len(data))
+            first, second = data[order[: len(data) // 2]], data[order[len(data) // 2:]]
+            transferred = KMeans(k, n_init=10, random_state=seed).fit(first).predict(second)
+            own = KMeans(k, n_init=10, random_state=seed).fit(second).labels_
+            disagreement[split] = 1.0 - hungarian_accuracy(own, transferred)
+            # what two unrelated k-labelings disagree by: larger k disagree more by chance alone
+            chance[split] = 1.0 - hungarian_accuracy(rng.integers(0, k, len(second)), rng.integers(0, k, len(second)))
+        scores.append(float(disagreement.mean() / chance.mean()))
+        errors.append(float(disagreement.std() / np.sqrt(n_splits) / chance.mean()))
+    # merging well-separated clusters is stable too, so every k up to the true one can reach the minimum: take the
+    # largest k within one standard error of it (Ben-Hur et al. 2002 likewise take the last stable k)
+    best = int(np.argmin(scores))
+    index = int(np.flatnonzero(np.array(scores) <= scores[best] + errors[best])[-1])
+    return scores, errors, k_values[index]
+
+
 def choose_k(
     features: np.ndarray,
     k_values: Sequence[int] = tuple(range(2, 11)),
@@ -103,6 +131,7 @@ def choose_k(
     sweep: ElbowResult | None = None,
     pca_components: int = 16,
     n_references: int = 10,
+    n_splits: int = 10,
 ) -> KSelection:
     """Choose the number of clusters of the latent by one criterion, and return its whole curve.
 
@@ -118,6 +147,11 @@ def choose_k(
         - ``"gap"``: the gap statistic (Tibshirani, Walther and Hastie 2001, "Estimating the number of clusters in
           a data set via the gap statistic"): the smallest ``k`` with ``Gap(k) >= Gap(k') - s_k'`` for the next
           count ``k'``, ``log W_k`` being compared with ``n_references`` uniform reference sets.
+        - ``"stability"``: split the rows at random into halves ``n_splits`` times, cluster both with KMeans, and
+          count the rows of the second half on which its own clustering and the first half's (transferred by
+          nearest centre) disagree under the best matching, divided by what random labelings disagree by (Lange,
+          Roth, Braun and Buhmann 2004, "Stability-based validation of clustering solutions"); the largest ``k``
+          within one standard error of the lowest instability is chosen.
 
     The elbow, silhouette and gap criteria all read the same KMeans sweep, which is fitted once here or passed in
     as ``sweep`` (an :func:`elbow_kmeans` result, e.g. the one the pipeline already computed).
@@ -132,18 +166,20 @@ def choose_k(
         sweep: an existing KMeans sweep over ``k_values`` on these features, to reuse.
         pca_components: principal axes kept for the BIC mixtures.
         n_references: reference sets of the gap statistic (each costs one KMeans per ``k``).
+        n_splits: random halvings of the stability criterion (each costs two KMeans on N / 2 rows per ``k``).
 
     Returns:
         A :class:`KSelection`.
 
     Raises:
         ValueError: for an unknown criterion, bad ``k_values`` or features (as :func:`elbow_kmeans`), a ``sweep``
-            over other counts or normalisation, or ``n_references`` below 2.
+            over other counts or normalisation, or ``n_references`` or ``n_splits`` below 2.
     """
     if criterion not in K_CRITERIA:
         raise ValueError(f"Unknown criterion {criterion!r}; choose one of {sorted(K_CRITERIA)}.")
-    if n_references < 2:
-        raise ValueError(f"n_references must be at least 2 (the gap needs a standard error), got {n_references}.")
+    if n_references < 2 or n_splits < 2:
+        raise ValueError(f"n_references and n_splits must be at least 2 (for a standard error), "
+                         f"got n_references={n_references}, n_splits={n_splits}.")
     features = validate_features(features)
     k_values = validate_k_values(k_values, len(features))
     data = l2_normalize(features) if normalize else features
@@ -152,6 +188,9 @@ def choose_k(
         scores = [float(fit_gaussian_mixture(projected, k, seed).bic(projected))
                   for k in tqdm(k_values, desc="GMM over k", disable=not progress)]
         return KSelection(criterion, k_values, scores, k_values[int(np.argmin(scores))])
+    if criterion == "stability":
+        scores, errors, k = _stability(data, k_values, n_splits, seed, progress)
+        return KSelection(criterion, k_values, scores, k, errors)
     if sweep is None:
         sweep = elbow_kmeans(features, k_values, seed=seed, normalize=normalize, progress=progress)
     elif sweep.k_values != k_values or sweep.normalized != normalize:
