@@ -156,6 +156,10 @@ def choose_k(
     The elbow, silhouette and gap criteria all read the same KMeans sweep, which is fitted once here or passed in
     as ``sweep`` (an :func:`elbow_kmeans` result, e.g. the one the pipeline already computed).
 
+    Cost on one core, 10,000 rows of 128-D (ten Gaussian clusters), ``k`` from 2 to 12: the sweep 7.5 s (the elbow
+    then chose 9, every other criterion 10), BIC 2 s, stability 31 s (10 splits), gap 297 s (10 references: KMeans
+    on uniform data converges slowly), so lower ``n_references`` on large latents.
+
     Args:
         features: ``(N, D)`` latent vectors.
         k_values: cluster counts to try, each in ``[2, N - 1]``, at least two of them.
