@@ -21,6 +21,7 @@ import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
+from pydicom.pixels import pack_bits
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -195,6 +196,24 @@ def build_corpus(root: str, shared_data: str) -> list[HostileFile]:
     deflated = derived()
     deflated.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     put("2019/DX/deflated.dcm", "Deflated Explicit VR Little Endian", SELECTED, dicom(deflated))
+    wide = derived()
+    wide.BitsAllocated = wide.BitsStored = 32
+    wide.HighBit = 31
+    wide.PixelData = (pixels.astype(np.uint32) * 1_000_000).tobytes()
+    put("2019/DX/32bit.dcm", "32 bits stored", SELECTED, dicom(wide))
+    binary = derived()
+    binary.BitsAllocated = binary.BitsStored = 1
+    binary.HighBit = 0
+    binary.PixelData = pack_bits((pixels > 128).astype(np.uint8))
+    put("2019/DX/1bit.dcm", "1 bit stored (a bitmap)", SELECTED, dicom(binary))
+    colour_jpeg = io.BytesIO()
+    Image.fromarray(np.stack([pixels, pixels, 255 - pixels], -1), "RGB").save(colour_jpeg, format="JPEG", subsampling=2)
+    ybr422 = derived(SamplesPerPixel=3, PhotometricInterpretation="YBR_FULL_422", PlanarConfiguration=0)
+    put("2019/DX/ybr_full_422.dcm", "YBR_FULL_422 (a colour JPEG)", SELECTED,
+        dicom(_with_frame(ybr422, colour_jpeg.getvalue(), JPEGBaseline8Bit, *pixels.shape)))
+    strip = derived()
+    strip.set_pixel_data(np.ascontiguousarray(np.tile(pixels[:2], (1, 80))[:, :20000]), "MONOCHROME2", 8)
+    put("2019/DX/strip.dcm", "a 2 x 20000 strip (extreme aspect ratio)", SELECTED, dicom(strip))
     put("2019/DX/caf\udce9.dcm", "a Latin-1 file name (not UTF-8)", SELECTED, dicom(derived()))
     put("Jos\udce9/20190101/latin1_folder.png", "PNG in a Latin-1 folder name", SELECTED,
         lambda p: Image.fromarray(pixels).save(p, format="PNG"))
@@ -251,6 +270,9 @@ def build_corpus(root: str, shared_data: str) -> list[HostileFile]:
     put("broken/volume.nii", "a 3D NIfTI", "volume_3d",
         lambda p: nibabel.save(nibabel.Nifti1Image(np.zeros((16, 16, 16), np.float32), np.eye(4)), p))
     put("broken/zero_rows.dcm", "Rows 0", "empty_image", dicom(derived(Rows=0)))
+    single = derived()
+    single.set_pixel_data(pixels[:1, :1].copy(), "MONOCHROME2", 8)
+    put("broken/one_pixel.dcm", "a 1 x 1 image", "constant_image", dicom(single))
     flat = derived()
     flat.set_pixel_data(np.full_like(pixels, 90), "MONOCHROME2", 8)
     put("broken/constant.dcm", "every pixel equal", "constant_image", dicom(flat))
