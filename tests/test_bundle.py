@@ -64,7 +64,8 @@ def state_dict(path: str) -> dict[str, torch.Tensor]:
 
 def test_training_leaves_every_artefact(trained: dict) -> None:
     out, models = trained["output_dir"], trained["model_dir"]
-    for name in ("elbow.json", "elbow.png", "kmeans.pkl", "prototypes.npy", "embeddings.npy"):
+    for name in ("elbow.json", "elbow.png", "kmeans.pkl", "k_selection.json", "k_elbow.png", "clustering.json",
+                 "prototypes.npy", "embeddings.npy"):
         assert os.path.isfile(os.path.join(out, "prototypes", name)), name
     assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == [f"checkpoint_epoch={e}.pt" for e in (2, 3, 4)]
     assert glob.glob(os.path.join(out, "tensorboard", "events.out.tfevents.*"))
@@ -76,6 +77,25 @@ def test_training_leaves_every_artefact(trained: dict) -> None:
     np.testing.assert_allclose(model["conditional_decoder.assignment.prototypes"].numpy(), prototypes, rtol=1e-6)
     assert "knn_accuracy" in trained["log"]
     assert "Prototype discovery at epoch 3" in trained["log"]
+
+
+def test_training_with_a_scan_head_and_the_silhouette(tmp_path, shared_data) -> None:
+    """The bundle ids reach the discovery handler: the SCAN head's unit prototypes, at the silhouette's k."""
+    paths = {"output_dir": str(tmp_path / "train"), "model_dir": str(tmp_path / "models")}
+    run_bundle("training", "train.json", dataset_dir=os.path.join(shared_data, "medmnist"), **paths,
+               **{**SHORT_RUN, "train#trainer#max_epochs": 2, "warmup_epochs": 1, "val_interval": 5},
+               clustering_method="scan", k_criterion="silhouette",
+               clustering_options="{'epochs': 3, 'self_label_epochs': 1, 'heads': 2}")
+    found = os.path.join(paths["output_dir"], "prototypes")
+    selection = json.load(open(os.path.join(found, "k_selection.json")))
+    clustering = json.load(open(os.path.join(found, "clustering.json")))
+    assert selection["criterion"] == "silhouette" and clustering["method"] == "scan"
+    assert selection["scores"][selection["k_values"].index(selection["k"])] == max(selection["scores"])
+    prototypes = np.load(os.path.join(paths["model_dir"], "prototypes.npy"))
+    assert prototypes.shape == (clustering["k"], 128) and clustering["k"] <= selection["k"]
+    np.testing.assert_allclose(np.linalg.norm(prototypes, axis=1), 1.0, rtol=1e-5)
+    model = state_dict(os.path.join(paths["model_dir"], "model.pt"))
+    np.testing.assert_allclose(model["conditional_decoder.assignment.prototypes"].numpy(), prototypes, rtol=1e-6)
 
 
 def test_loss_falls_and_is_logged_to_tensorboard(trained: dict) -> None:

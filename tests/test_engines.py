@@ -527,6 +527,41 @@ def test_prototype_discovery_at_completion_without_phase_2(tmp_path) -> None:
     assert os.path.isfile(os.path.join(tmp_path, "prototypes.npy"))
 
 
-def test_prototype_discovery_needs_two_k_values(tmp_path) -> None:
-    with pytest.raises(ValueError):
-        PrototypeDiscoveryHandler(image_loader(), str(tmp_path), k_values=(3,))
+@pytest.mark.parametrize(("method", "criterion"), [("gmm", "silhouette"), ("spherical_kmeans", "bic")])
+def test_prototype_discovery_with_another_clusterer_and_criterion(tmp_path, method: str, criterion: str) -> None:
+    network = tiny_network()
+    handler = PrototypeDiscoveryHandler(image_loader(), str(tmp_path), k_values=(2, 3, 4), progress=False,
+                                        clustering_method=method, k_criterion=criterion,
+                                        clustering_options={"n_init": 2})
+    make_trainer(network, warmup_epochs=1, max_epochs=2, handlers=[handler]).run()
+    assert handler.selection.criterion == criterion and handler.clustering.method == method
+    assert network.num_prototypes == handler.clustering.k <= handler.selection.k
+    with open(os.path.join(tmp_path, "k_selection.json")) as f:
+        assert json.load(f)["k"] == handler.selection.k
+    with open(os.path.join(tmp_path, "clustering.json")) as f:
+        summary = json.load(f)
+    assert summary["method"] == method and sum(summary["sizes"]) == 64
+    assert os.path.isfile(os.path.join(tmp_path, f"k_{criterion}.png"))
+    # the strata stay cosine prototypes: the unit mean direction of each cluster's embeddings
+    embeddings = np.load(os.path.join(tmp_path, "embeddings.npy"))
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    labels = handler.clustering.labels
+    expected = np.stack([unit[labels == c].mean(0) for c in range(network.num_prototypes)])
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(network.prototypes.numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(np.load(os.path.join(tmp_path, "prototypes.npy")), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"k_values": (3,)}, "at least two"), ({"clustering_method": "dbscan"}, "dbscan"),
+     ({"k_criterion": "aic"}, "aic")],
+)
+def test_prototype_discovery_rejects_bad_arguments(tmp_path, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PrototypeDiscoveryHandler(image_loader(), str(tmp_path), **{"k_values": (2, 3), **kwargs})
+
+
+def test_prototype_discovery_rejects_unparsed_options(tmp_path) -> None:
+    with pytest.raises(TypeError, match="epochs"):
+        PrototypeDiscoveryHandler(image_loader(), str(tmp_path), (2, 3), clustering_options="{'epochs': 3}")

@@ -4,8 +4,10 @@ from .choose_k import K_CRITERIA, KSelection, choose_k
 from .elbow import ElbowResult, elbow_kmeans
 from .features import cluster_directions, l2_normalize, validate_features, validate_k, validate_k_values
 from .gmm import fit_gaussian_mixture, pca_project
+from .matching import hungarian_accuracy
 from .methods import CLUSTERING_METHODS, cluster_latent
 from .result import ClusteringResult, mean_direction_prototypes
+from .scan import SCANHead, fit_scan_head, nearest_neighbours
 from .spherical import SphericalKMeans
 
 __all__ = [
@@ -13,6 +15,7 @@ __all__ = [
     "ClusteringResult",
     "ElbowResult",
     "KSelection",
+    "SCANHead",
     "K_CRITERIA",
     "SphericalKMeans",
     "choose_k",
@@ -20,8 +23,11 @@ __all__ = [
     "cluster_latent",
     "elbow_kmeans",
     "fit_gaussian_mixture",
+    "fit_scan_head",
+    "hungarian_accuracy",
     "l2_normalize",
     "mean_direction_prototypes",
+    "nearest_neighbours",
     "pca_project",
     "validate_features",
     "validate_k",

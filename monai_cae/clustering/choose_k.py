@@ -11,11 +11,10 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from tqdm.auto import tqdm
 
-from monai_cae.evaluation.metrics import hungarian_accuracy
-
 from .elbow import ElbowResult, elbow_kmeans
 from .features import l2_normalize, validate_features, validate_k_values
 from .gmm import fit_gaussian_mixture, pca_project
+from .matching import hungarian_accuracy
 
 __all__ = ["K_CRITERIA", "KSelection", "choose_k"]
 

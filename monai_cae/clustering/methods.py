@@ -12,6 +12,7 @@ from sklearn.cluster import KMeans, SpectralClustering
 from .features import l2_normalize, validate_features, validate_k
 from .gmm import fit_gaussian_mixture, pca_project
 from .result import ClusteringResult, mean_direction_prototypes
+from .scan import fit_scan_head
 from .spherical import SphericalKMeans
 
 __all__ = ["CLUSTERING_METHODS", "cluster_latent"]
@@ -48,11 +49,27 @@ def _spectral(data: np.ndarray, k: int, seed: int, n_neighbors: int = 10) -> tup
     return model.labels_, model
 
 
+def _umap_gmm(
+    data: np.ndarray, k: int, seed: int, n_neighbors: int = 20, n_components: int | None = None, n_init: int = 3,
+    metric: str = "cosine",
+) -> tuple[np.ndarray, tuple]:
+    import umap  # umap-learn compiles its kernels with numba when imported, several seconds: only when chosen
+
+    # N2D (McConville et al. 2020): UMAP with min_dist=0 packs each manifold tightly, to as many axes as clusters
+    reducer = umap.UMAP(n_neighbors=n_neighbors, n_components=n_components or k, min_dist=0.0, metric=metric,
+                        random_state=seed, n_jobs=1)
+    embedded = reducer.fit_transform(data)
+    mixture = fit_gaussian_mixture(embedded, k, seed, "full", n_init)
+    return mixture.predict(embedded), (reducer, mixture)
+
+
 CLUSTERING_METHODS: dict[str, Clusterer] = {
     "kmeans": _kmeans,
     "spherical_kmeans": _spherical_kmeans,
     "gmm": _gmm,
     "spectral": _spectral,
+    "umap_gmm": _umap_gmm,
+    "scan": fit_scan_head,
 }
 
 
@@ -72,6 +89,13 @@ def cluster_latent(
         - ``"spectral"``: spectral clustering of the symmetric k-nearest-neighbour graph (von Luxburg 2007,
           "A tutorial on spectral clustering"), which follows non-convex clusters. Options: ``n_neighbors`` (10).
           Its cost grows faster than linearly with N (an eigenproblem of the N-node graph).
+        - ``"umap_gmm"``: N2D (McConville et al. 2020, "N2D: (Not Too) Deep Clustering via Clustering the Local
+          Manifold of an Autoencoded Embedding"): UMAP of the kNN graph to ``k`` axes with ``min_dist=0``, then a
+          full-covariance Gaussian mixture. Options: ``n_neighbors`` (20), ``n_components`` (``k``), ``n_init``
+          (3), ``metric`` (``"cosine"``, UMAP's). Needs ``umap-learn`` (the ``cluster`` extra).
+        - ``"scan"``: a clustering head trained on the frozen latent with nearest-neighbour consistency and an
+          entropy term, then self-labelling on confident rows (:func:`~monai_cae.clustering.scan.fit_scan_head`,
+          Van Gansbeke et al. 2020). Options: those of ``fit_scan_head``.
 
     Whatever the method, the prototypes are the unit mean directions of the clusters' members
     (:func:`~monai_cae.clustering.result.mean_direction_prototypes`), so the strata keep the project's contract:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import (
     accuracy_score,
     adjusted_rand_score,
@@ -13,6 +12,8 @@ from sklearn.metrics import (
     roc_auc_score,
     silhouette_score,
 )
+
+from monai_cae.clustering import hungarian_accuracy
 
 __all__ = ["classification_metrics", "clustering_metrics", "hungarian_accuracy", "permutation_nmi"]
 
@@ -51,25 +52,6 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray, scores: 
             probabilities = scores / np.maximum(scores.sum(1, keepdims=True), 1e-12)
             result["auc"] = float(roc_auc_score(labels, probabilities, multi_class="ovr", labels=classes))
     return result
-
-
-def hungarian_accuracy(labels: np.ndarray, clusters: np.ndarray) -> float:
-    """Accuracy under the best one-to-one matching of clusters to labels (unmatched clusters count as errors).
-
-    Args:
-        labels: ``(N,)`` true labels.
-        clusters: ``(N,)`` cluster indices.
-
-    Returns:
-        The matched accuracy in [0, 1].
-    """
-    labels, clusters = np.asarray(labels).reshape(-1), np.asarray(clusters).reshape(-1)
-    label_values, label_index = np.unique(labels, return_inverse=True)
-    cluster_values, cluster_index = np.unique(clusters, return_inverse=True)
-    contingency = np.zeros((len(cluster_values), len(label_values)), dtype=np.int64)
-    np.add.at(contingency, (cluster_index, label_index), 1)
-    rows, columns = linear_sum_assignment(-contingency)
-    return float(contingency[rows, columns].sum() / len(labels))
 
 
 def clustering_metrics(
