@@ -24,7 +24,7 @@ from sklearn.decomposition import PCA
 from torch import nn
 from tqdm.auto import tqdm
 
-from monai_cae.clustering.elbow import ElbowResult
+from monai_cae.clustering import ClusteringResult, ElbowResult
 
 from .protocol import Assigner
 
@@ -380,14 +380,16 @@ def resnet_predict(
     return probabilities.argmax(1).astype(np.int64), probabilities
 
 
-def kmeans_assigner(result: ElbowResult) -> Assigner:
-    """The clustering of a KMeans baseline as an :data:`Assigner` for ``evaluate_representation``.
+def kmeans_assigner(result: ElbowResult | ClusteringResult) -> Assigner:
+    """A fitted clustering as an :data:`Assigner` for ``evaluate_representation``.
 
     Used for the "feature extraction + KMeans" row of Ferrante et al. 2022 (Table 1) and for the PCA floor: KMeans
-    with the elbow method, applied with the same normalisation as its fit.
+    with the elbow method, applied with the same normalisation as its fit. It serves any clusterer of
+    :func:`~monai_cae.clustering.cluster_latent` as well, whose ``predict`` is the nearest cosine prototype.
 
     Args:
-        result: the output of :func:`~monai_cae.clustering.elbow.elbow_kmeans`.
+        result: the output of :func:`~monai_cae.clustering.elbow.elbow_kmeans` or of
+            :func:`~monai_cae.clustering.cluster_latent`.
 
     Returns:
         A function from ``(N, D)`` features to ``(clusters, None)``: KMeans has no soft assignment, so the stat
