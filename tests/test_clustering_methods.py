@@ -136,6 +136,18 @@ def test_scan_self_labelling_keeps_every_cluster_on_balanced_directions() -> Non
     assert 0 <= head.best < 3
 
 
+def test_scan_self_labelling_never_empties_a_cluster() -> None:
+    """A tight majority and a diffuse minority: only majority rows pass the confidence threshold, and unguarded
+    self-labelling lets the majority absorb every row (seen at k = 2 on PneumoniaMNIST). The head must keep both."""
+    rng = np.random.default_rng(0)
+    truth = np.repeat([0, 1], [900, 300])
+    noise = np.where(truth[:, None] == 0, 0.05, 0.8)
+    features = l2_normalize(np.eye(16)[:2] + 0.3)[truth] + noise * rng.standard_normal((len(truth), 16))
+    labels, _ = fit_scan_head(l2_normalize(features), 2, seed=0, heads=3, epochs=5, confidence=0.9)
+    assert np.bincount(labels, minlength=2).min() > 250
+    assert adjusted_rand_score(truth, labels) > 0.9
+
+
 def test_spherical_kmeans_clusters_directions_whatever_the_norm() -> None:
     data = directional_clusters()
     spherical, kmeans = ari_of("spherical_kmeans", data, 4, True), ari_of("kmeans", data, 4, normalize=False)

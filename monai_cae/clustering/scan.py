@@ -10,6 +10,7 @@ fixed latent, and the input noise of self-labelling stands in for SCAN's strong 
 
 from __future__ import annotations
 
+import copy
 import numpy as np
 import torch
 from torch import nn
@@ -151,11 +152,24 @@ def fit_scan_head(
 
 
 def _self_label(head, x, batches, generator, epochs, confidence, noise, optimizer) -> None:
+    """Cross-entropy on confident pseudo-labels; stops, and restores the head it started from, when a cluster empties.
+
+    Pseudo-labels of a cluster with few confident rows carry little weight, so on an imbalanced latent (as on
+    PneumoniaMNIST, 3 pneumonia to 1 normal) self-labelling can let the dominant cluster absorb a small one.
+    """
+    best = head.heads[head.best]
     scale = noise * float(x.std(0).mean())
-    for _ in range(epochs):
-        head.eval()
+
+    def clusters_in_use() -> int:
+        best.eval()
         with torch.no_grad():
-            probabilities = F.softmax(head.heads[head.best](x), dim=1)
+            return len(torch.unique(best(x).argmax(1)))
+
+    in_use, start = clusters_in_use(), copy.deepcopy(best.state_dict())
+    for _ in range(epochs):
+        best.eval()
+        with torch.no_grad():
+            probabilities = F.softmax(best(x), dim=1)
         top, pseudo = probabilities.max(1)
         confident = top > confidence
         if not confident.any():
@@ -163,13 +177,16 @@ def _self_label(head, x, batches, generator, epochs, confidence, noise, optimize
         # classes weighted by inverse frequency among confident rows, so a dominant cluster does not absorb others
         counts = torch.bincount(pseudo[confident], minlength=probabilities.shape[1]).float()
         weight = torch.where(counts > 0, counts.sum() / counts.clamp_min(1) / (counts > 0).sum(), 0.0)
-        head.train()
+        best.train()
         for rows in batches():
             rows = rows[confident[rows]]
             if len(rows) < 2:
                 continue
             perturbed = x[rows] + scale * torch.randn(x[rows].shape, generator=generator)
-            loss = F.cross_entropy(head.heads[head.best](perturbed), pseudo[rows], weight=weight)
+            loss = F.cross_entropy(best(perturbed), pseudo[rows], weight=weight)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+        if clusters_in_use() < in_use:
+            best.load_state_dict(start)
+            return
