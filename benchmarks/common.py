@@ -51,7 +51,7 @@ def second_epoch_seconds(parser) -> float:
     from monai.utils import set_determinism
 
     parser["max_epochs"] = 2
-    parser["train#trainer#max_epochs"] = 2
+    parser["max_epochs"] = 2
     parser["train#trainer#train_handlers"] = "$[@train#handlers#0]"
     set_determinism(seed=0)
     trainer = parser.get_parsed_content("train#trainer")

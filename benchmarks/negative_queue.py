@@ -45,7 +45,7 @@ def train(queue_size: int, args: argparse.Namespace, seed: int, output_dir: str)
         "negative_queue_size": queue_size,
         "seed": seed,
         "progress": False,
-        "train#trainer#max_epochs": args.epochs,
+        "max_epochs": args.epochs,
         "warmup_epochs": args.epochs,
         "lr_warmup_epochs": max(1, args.epochs // 10),
         # the learning-rate schedule only: no validation, logging or prototype discovery inside the timed run

@@ -34,7 +34,7 @@ CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 def parser_for(epochs: int, output_dir: str, overrides: dict) -> ConfigParser:
     parser = ConfigParser()
     parser.read_config(CONFIG)
-    parser.update({"train#trainer#max_epochs": epochs, "warmup_epochs": epochs, "progress": False,
+    parser.update({"max_epochs": epochs, "warmup_epochs": epochs, "progress": False,
                    "output_dir": output_dir, "model_dir": os.path.join(output_dir, "models"), **overrides})
     return parser
 

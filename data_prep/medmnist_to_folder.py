@@ -3,7 +3,7 @@
     python data_prep/medmnist_to_folder.py --dataset pneumoniamnist --root ../shared/data/medmnist --output data/cxr_png
 
 gives ``<output>/<split>/<class index>/<index>.png`` for the train, val and test splits, so the generic
-``configs/image_folder.json`` preset (``--dataset_dir <output>``) can be tried on known data.
+``bundles/cae/configs/image_folder.json`` preset (``--dataset_dir <output>``) can be tried on known data.
 """
 
 from __future__ import annotations

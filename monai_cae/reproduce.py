@@ -106,7 +106,7 @@ def cae_model_name(negatives: str = "all", local_branch: bool = False) -> str:
 def _config_files(dataset: str) -> list[str]:
     """The bundle's training config and the dataset's preset, as ``reproduce`` trains with."""
     config_files = [os.path.join(REPO_ROOT, "bundles", "cae", "configs", "train.json")]
-    preset = os.path.join(REPO_ROOT, "configs", f"{dataset}.json")
+    preset = os.path.join(REPO_ROOT, "bundles", "cae", "configs", f"{dataset}.json")
     return config_files + ([preset] if os.path.isfile(preset) else [])
 
 
@@ -196,7 +196,7 @@ def strata_rows(
 def run_seed(dataset: str, data_root: str, seed: int, output_dir: str, args: argparse.Namespace) -> dict:
     """Train and evaluate the CAE and every baseline for one seed; returns ``{(model, approach): {split: metrics}}``."""
     run_dir = os.path.join(output_dir, f"seed_{seed}")
-    overrides = {} if args.epochs is None else {"train#trainer#max_epochs": args.epochs,
+    overrides = {} if args.epochs is None else {"max_epochs": args.epochs,
                                                  "warmup_epochs": max(1, args.epochs // 2)}
     overrides.update(negatives=args.negatives, local_branch=args.local_branch)
     ckpt = os.path.join(run_dir, "models", "model.pt")

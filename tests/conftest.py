@@ -32,7 +32,7 @@ def one_thread():
 
 
 BRIEF_TRAINING = {
-    "train#trainer#max_epochs": 2, "warmup_epochs": 1, "lr_warmup_epochs": 1, "val_interval": 2, "k_values": "[2,3]",
+    "max_epochs": 2, "warmup_epochs": 1, "lr_warmup_epochs": 1, "val_interval": 2, "k_values": "[2,3]",
     "progress": False,
 }
 """The shortest real bundle training that discovers prototypes: one warm-up epoch, one conditional epoch."""

@@ -24,7 +24,7 @@ from conftest import REPO_ROOT
 
 CONFIGS = os.path.join("bundles", "cae", "configs")
 SHORT_RUN = {
-    "train#trainer#max_epochs": 4,
+    "max_epochs": 4,
     "warmup_epochs": 2,
     "lr_warmup_epochs": 1,
     "val_interval": 2,
@@ -83,7 +83,7 @@ def test_training_with_a_scan_head_and_the_silhouette(tmp_path, shared_data) -> 
     """The bundle ids reach the discovery handler: the SCAN head's unit prototypes, at the silhouette's k."""
     paths = {"output_dir": str(tmp_path / "train"), "model_dir": str(tmp_path / "models")}
     run_bundle("training", "train.json", dataset_dir=os.path.join(shared_data, "medmnist"), **paths,
-               **{**SHORT_RUN, "train#trainer#max_epochs": 2, "warmup_epochs": 1, "val_interval": 5},
+               **{**SHORT_RUN, "max_epochs": 2, "warmup_epochs": 1, "val_interval": 5},
                clustering_method="scan", k_criterion="silhouette",
                clustering_options="{'epochs': 3, 'self_label_epochs': 1, 'heads': 2}")
     found = os.path.join(paths["output_dir"], "prototypes")

@@ -44,7 +44,7 @@ CONFIGS = os.path.join("bundles", "cae", "configs")
 # a brief real bundle training: 2 warm-up and 2 conditional epochs on the training split, with a one-epoch lr warm-up
 # (the test split becomes the cohort); it takes seconds and already separates the classes better than chance
 SHORT_TRAINING = {
-    "train#trainer#max_epochs": 4, "warmup_epochs": 2, "lr_warmup_epochs": 1, "val_interval": 4,
+    "max_epochs": 4, "warmup_epochs": 2, "lr_warmup_epochs": 1, "val_interval": 4,
     "k_values": "[2,3,4]", "progress": False,
 }
 LOSSLESS = {"Explicit VR Little Endian", "Implicit VR Little Endian", "Deflated Explicit VR Little Endian",

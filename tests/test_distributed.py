@@ -200,7 +200,7 @@ def two_runs(tmp_path_factory, shared_data) -> dict:
         **TINY,
         "train#dataset": "$torch.utils.data.Subset(monai_cae.data.make_dataset(@dataset_name, 'train', "
         "@dataset_dir, @img_size), list(range(96)))",
-        "batch_size": 32, "train#trainer#max_epochs": 2, "warmup_epochs": 1, "val_interval": 2,
+        "batch_size": 32, "max_epochs": 2, "warmup_epochs": 1, "val_interval": 2,
         "k_values": [2, 3, 4], "progress": False, "train#dataloader#shuffle": False,
         **{f"train#augmentation#{t}_prob": 0.0 for t in ("rotate", "blur", "noise", "flip", "crop")},
         "optimizer": {"_target_": "torch.optim.SGD", "params": "$@network.parameters()", "lr": 0.05,

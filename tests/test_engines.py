@@ -13,6 +13,8 @@ import pytest
 import torch
 from ignite.engine import Events
 from monai.data import DataLoader
+from monai.engines import IterationEvents
+from monai.inferers import SimpleInferer
 from torch import nn
 
 from monai_cae.data import ArrayImageDataset
@@ -333,7 +335,9 @@ def image_loader(n: int = 64, batch_size: int = 16, seed: int = 0) -> DataLoader
     return DataLoader(ArrayImageDataset(images), batch_size=batch_size, shuffle=False, num_workers=0)
 
 
-def make_trainer(network: ContrastiveAutoEncoder, warmup_epochs: int = 1, max_epochs: int = 2, handlers=None):
+def make_trainer(
+    network: ContrastiveAutoEncoder, warmup_epochs: int = 1, max_epochs: int = 2, handlers=None, inferer=None
+):
     optimizer = LARS(lars_param_groups(network, weight_decay=1e-6), lr=0.5, momentum=0.9, trust_coefficient=0.02)
     return CAETrainer(
         device="cpu",
@@ -345,6 +349,7 @@ def make_trainer(network: ContrastiveAutoEncoder, warmup_epochs: int = 1, max_ep
         pair_augmentation=BatchPositivePair(seed=0),
         warmup_epochs=warmup_epochs,
         train_handlers=handlers,
+        inferer=inferer,
     )
 
 
@@ -412,6 +417,47 @@ def test_trainer_phases_train_the_right_parts() -> None:
     for output in outputs.values():
         assert np.isfinite(output["loss"]) and output["pred"].shape == output["view"].shape == (16, 1, 28, 28)
     assert outputs[2]["loss"] == outputs[2]["reconstruction"]
+
+
+class CountingInferer(SimpleInferer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __call__(self, inputs, network, *args, **kwargs):
+        self.calls += 1
+        return super().__call__(inputs, network, *args, **kwargs)
+
+
+def test_trainer_runs_its_inferer_and_fires_monai_iteration_events() -> None:
+    network = tiny_network()
+    inferer = CountingInferer()
+    trainer = make_trainer(network, max_epochs=1, inferer=inferer)
+    seen: list[tuple] = []
+
+    def record(event: IterationEvents):
+        def handler(engine) -> None:
+            output = engine.state.output
+            grads = [p.grad for p in network.encoder.parameters()]
+            seen.append((event, tuple(sorted(output)), all(g is not None for g in grads)))
+
+        return handler
+
+    for event in IterationEvents:
+        trainer.add_event_handler(event, record(event))
+    trainer.run()
+    iterations = len(image_loader())
+    assert inferer.calls == iterations
+    per_iteration = [seen[i : i + 4] for i in range(0, len(seen), 4)]
+    assert len(seen) == 4 * iterations
+    for events in per_iteration:
+        assert [e[0] for e in events] == [
+            IterationEvents.FORWARD_COMPLETED, IterationEvents.LOSS_COMPLETED,
+            IterationEvents.BACKWARD_COMPLETED, IterationEvents.MODEL_COMPLETED,
+        ]
+        # SupervisedTrainer's contract: pred after the forward pass, loss after the loss, gradients after backward
+        assert events[0][1] == ("image", "pred") and events[1][1] == ("image", "loss", "pred")
+        assert not events[1][2] and events[2][2]
 
 
 @pytest.mark.parametrize("warmup_epochs,max_epochs", [(3, 2), (-1, 2)])

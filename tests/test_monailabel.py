@@ -37,7 +37,7 @@ from monai_cae.reports import nearest_similarity, outlier_threshold  # noqa: E40
 pytestmark = pytest.mark.slow
 
 DICOM_FILES = ("nih_cxr_covid0000.dcm", "siim_cr_jpeg_baseline.dcm", "siim_cr_jpeg_baseline_monochrome1.dcm")
-TRAINING = {"train#trainer#max_epochs": 2, "warmup_epochs": 1, "k_values": "[2,3]", "progress": False}
+TRAINING = {"max_epochs": 2, "warmup_epochs": 1, "k_values": "[2,3]", "progress": False}
 
 NESTED = "2021/DX"
 """A year/modality folder of the studies, as archives are laid out."""

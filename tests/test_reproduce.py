@@ -32,7 +32,7 @@ def test_strata_rows_score_every_clusterer_and_criterion(tmp_path, methods: list
 
 
 def test_preset_k_values_apply_the_dataset_preset() -> None:
-    assert preset_k_values("mnist") == list(range(5, 16))  # configs/mnist.json: ten digits lie inside the search
+    assert preset_k_values("mnist") == list(range(5, 16))  # bundles/cae/configs/mnist.json: ten digits lie inside the search
     assert preset_k_values("pneumoniamnist") == list(range(2, 11))  # the bundle's own
 
 

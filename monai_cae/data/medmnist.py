@@ -39,7 +39,7 @@ def load_medmnist(name: str, split: str, root: str | os.PathLike) -> tuple[np.nd
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"MedMNIST file not found: {os.path.abspath(path)}. Point dataset_dir at the folder holding {name}.npz "
-            "(the project's copy is in ../shared/data/medmnist)."
+            "(on a bundle's command line: --dataset_dir /path/to/folder)."
         )
     with np.load(path) as archive:
         images = archive[f"{split}_images"]

@@ -74,7 +74,10 @@ class MNISTDataset(ArrayImageDataset):
         label_path = os.path.join(root, f"{prefix}-labels-idx1-ubyte.gz")
         for path in (image_path, label_path):
             if not os.path.isfile(path):
-                raise FileNotFoundError(f"MNIST file not found: {os.path.abspath(path)}.")
+                raise FileNotFoundError(
+                    f"MNIST file not found: {os.path.abspath(path)}. Point dataset_dir at the folder holding "
+                    f"{prefix}-images-idx3-ubyte.gz and {prefix}-labels-idx1-ubyte.gz (--dataset_dir /path/to/folder)."
+                )
         images, labels = read_idx(image_path), read_idx(label_path)
         if len(partition) != 3 or min(partition) < 0 or sum(partition) > len(images):
             raise ValueError(f"partition {tuple(partition)} must be three sizes adding up to at most {len(images)}.")

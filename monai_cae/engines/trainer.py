@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from monai.engines import SupervisedTrainer
+from monai.engines import IterationEvents, SupervisedTrainer
+from monai.inferers import Inferer
 from monai.utils import CommonKeys as Keys
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -70,6 +71,8 @@ class CAETrainer(SupervisedTrainer):
             phase 1 on the un-augmented batch, added to the total as ``local_weight * local`` and logged as
             ``local`` (see :class:`~monai_cae.losses.LocalEmbeddingLoss` for why not on the views).
         local_weight: weight of the local loss.
+        inferer: runs ``step_module`` on the first view (the second view, the phase and the local branch's
+            images follow as arguments); MONAI's ``SimpleInferer`` when omitted.
 
     Raises:
         ValueError: for ``warmup_epochs`` outside ``[0, max_epochs]``, a loader that yields no batch, or a
@@ -96,6 +99,7 @@ class CAETrainer(SupervisedTrainer):
         index_key: str = "index",
         local_loss: LocalDiscriminationLoss | None = None,
         local_weight: float = 1.0,
+        inferer: Inferer | None = None,
     ) -> None:
         if not 0 <= warmup_epochs <= max_epochs:
             raise ValueError(f"warmup_epochs must be in [0, max_epochs={max_epochs}], got {warmup_epochs}.")
@@ -117,6 +121,7 @@ class CAETrainer(SupervisedTrainer):
             non_blocking=non_blocking,
             train_handlers=train_handlers,
             amp=amp,
+            inferer=inferer,
             decollate=False,
             optim_set_to_none=True,
         )
@@ -164,9 +169,13 @@ class CAETrainer(SupervisedTrainer):
             # the frozen encoder must keep producing the latents the prototypes were found in (normalisation stats)
             network.encoder.eval()
         engine.optimizer.zero_grad(set_to_none=True)
+        # the iteration events and the growing state.output are those of SupervisedTrainer, for stock handlers
+        engine.state.output = {Keys.IMAGE: images}
         with torch.autocast(device_type=torch.device(engine.state.device).type, enabled=engine.amp):
             local = phase == 1 and self.local_loss is not None
-            z1, z2, y1, y2, *pixels = self.step_module(view1, view2, phase, images if local else None)
+            z1, z2, y1, y2, *pixels = engine.inferer(view1, self.step_module, view2, phase, images if local else None)
+            engine.state.output[Keys.PRED] = y1
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             if phase == 1:
                 parts = engine.loss_function(z1, z2, view1, y1, view2, y2, **loss_options)
             else:
@@ -175,13 +184,18 @@ class CAETrainer(SupervisedTrainer):
             if local:
                 parts["local"] = self.local_loss(*pixels)["total"]
                 parts["total"] = parts["total"] + self.local_weight * parts["local"]
+            engine.state.output[Keys.LOSS] = parts["total"]
+            engine.fire_event(IterationEvents.LOSS_COMPLETED)
         if engine.amp and engine.scaler is not None:
             engine.scaler.scale(parts["total"]).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             engine.scaler.step(engine.optimizer)
             engine.scaler.update()
         else:
             parts["total"].backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             engine.optimizer.step()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
         logged = self._mean_over_ranks({name: value.detach() for name, value in parts.items()})
         output: dict[str, Any] = {
             Keys.IMAGE: images,
