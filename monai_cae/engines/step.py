@@ -49,8 +49,9 @@ class CAEStep(nn.Module):
             ValueError: for a phase other than 1 or 2.
         """
         if phase == 1:
-            _, z1, y1 = self.network(view1)
-            _, z2, y2 = self.network(view2)
+            h1, h2 = self.network(view1), self.network(view2)
+            z1, z2 = self.network.project(h1), self.network.project(h2)
+            y1, y2 = self.network.decode(h1), self.network.decode(h2)
             if image is not None:
                 return z1, z2, y1, y2, *self.network.local(image)
             return z1, z2, y1, y2

@@ -146,14 +146,17 @@ class ContrastiveAutoEncoder(nn.Module):
         """The ``(K, latent_size)`` prototype matrix (``K = 0`` before prototype discovery)."""
         return self.conditional_decoder.assignment.prototypes
 
+    @torch.jit.export
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``h = e(x)``: ``(B, C, *img_size)`` images to ``(B, latent_size)`` latents."""
         return self.encoder(x)
 
+    @torch.jit.export
     def project(self, h: torch.Tensor) -> torch.Tensor:
         """``z = p(h)``: latents to the projection space of the contrastive loss."""
         return self.projector(h)
 
+    @torch.jit.export
     def decode(self, h: torch.Tensor) -> torch.Tensor:
         """``y = d(h)``: latents to reconstructed images (the warm-up decoder)."""
         return self.decoder(h)
@@ -174,6 +177,7 @@ class ContrastiveAutoEncoder(nn.Module):
         if first_time and init_from_decoder:
             self.conditional_decoder.init_from_decoder(self.decoder)
 
+    @torch.jit.export
     def assign(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Soft prototype assignment of latents.
 
@@ -190,6 +194,7 @@ class ContrastiveAutoEncoder(nn.Module):
         probabilities = assignment(h)
         return probabilities, assignment.similarity(h)
 
+    @torch.jit.export
     def decode_conditional(self, h: torch.Tensor, assignment: torch.Tensor | None = None) -> torch.Tensor:
         """Decode latents with the conditional decoder.
 
@@ -231,14 +236,16 @@ class ContrastiveAutoEncoder(nn.Module):
         """
         return self.local(x)[1].argmax(dim=1)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Encode, project and decode.
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The latents ``h = e(x)``, the network's prediction (the bundle's ``pred`` output).
+
+        :meth:`project`, :meth:`decode`, :meth:`assign` and :meth:`decode_conditional` give the rest, and are
+        exported with ``torch.jit.script`` beside ``forward``.
 
         Args:
             x: ``(B, C, *img_size)`` images.
 
         Returns:
-            ``(h, z, y)``: latents, projections and reconstructions.
+            ``(B, latent_size)`` latents.
         """
-        h = self.encoder(x)
-        return h, self.projector(h), self.decoder(h)
+        return self.encoder(x)
