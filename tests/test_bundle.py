@@ -6,6 +6,7 @@ import csv
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,13 +15,14 @@ import time
 import numpy as np
 import pytest
 import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
 
 from monai_cae.data import MedMNISTDataset
 from monai_cae.engines import load_model
 from monai_cae.handlers import latest_checkpoint
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
-from conftest import REPO_ROOT
+from conftest import BRIEF_TRAINING, REPO_ROOT
 
 CONFIGS = os.path.join("bundles", "cae", "configs")
 SHORT_RUN = {
@@ -240,3 +242,72 @@ def test_every_target_is_a_full_dotted_monai_cae_or_library_path() -> None:
         text = open(os.path.join(REPO_ROOT, CONFIGS, name)).read()
         for target in [line.split('"_target_":')[1].strip().strip('",') for line in text.splitlines() if '"_target_"' in line]:
             assert target.count(".") >= 2 or target.startswith("ignite."), f"{name}: short _target_ {target}"
+
+
+def monai_bundle(*arguments: str, cwd: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "monai.bundle", *arguments], cwd=cwd, capture_output=True,
+                            text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_a_copy_of_the_bundle_trains_and_stratifies_from_inside_its_folder(tmp_path, shared_data) -> None:
+    """bundle_root '.': run where the bundle is, everything it writes stays in it."""
+    bundle = tmp_path / "cae"
+    shutil.copytree(os.path.join(REPO_ROOT, "bundles", "cae"), bundle, ignore=shutil.ignore_patterns("runs", "eval"))
+    brief = [str(part) for key, value in BRIEF_TRAINING.items() for part in (f"--{key}", value)]
+    monai_bundle("run", "training", "--config_file", "configs/train.json",
+                 "--dataset_dir", os.path.join(shared_data, "medmnist"), *brief, cwd=str(bundle))
+    assert (bundle / "models" / "model.pt").is_file() and (bundle / "models" / "prototypes.npy").is_file()
+    assert sorted(os.listdir(bundle / "runs" / "train" / "checkpoints")) == ["checkpoint_epoch=1.pt",
+                                                                            "checkpoint_epoch=2.pt"]
+    monai_bundle("run", "inference", "--config_file", "configs/inference.json",
+                 "--input_dir", os.path.join(shared_data, "dicom"), "--output_dir", "report", "--progress", "False",
+                 cwd=str(bundle))
+    rows = list(csv.DictReader(open(bundle / "report" / "strata_per_image.csv")))
+    assert len(rows) == len(os.listdir(os.path.join(shared_data, "dicom")))
+    assert sorted(os.listdir(tmp_path)) == ["cae"]
+
+
+def test_a_wrong_dataset_dir_names_the_path_and_the_id(tmp_path) -> None:
+    result = subprocess.run(
+        bundle_command("training", "train.json", dataset_dir=str(tmp_path / "nowhere"), output_dir=str(tmp_path / "o"),
+                       model_dir=str(tmp_path / "m"), progress=False),
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert str(tmp_path / "nowhere" / "pneumoniamnist.npz") in result.stderr and "--dataset_dir" in result.stderr
+
+
+@pytest.mark.parametrize("config", ["train.json", "inference.json", "evaluate.json", "sample.json"])
+def test_the_mnist_preset_merges_into_every_workflow(config: str, shared_data) -> None:
+    parser = ConfigParser()
+    parser.read_config([os.path.join(REPO_ROOT, CONFIGS, name) for name in (config, "mnist.json")])
+    parser["dataset_dir"] = os.path.join(shared_data, "mnist")
+    if config == "evaluate.json":
+        dataset = parser.get_parsed_content("datasets")["train"]
+    else:
+        dataset = parser.get_parsed_content("train#dataset" if config == "train.json" else "dataset")
+    assert len(dataset) == {"inference.json": 2000}.get(config, 7000)  # inference: the test split
+    if config == "train.json":
+        assert parser.get_parsed_content("train#augmentation").params.flip_prob == 0.0
+
+
+@pytest.mark.parametrize("workflow_type,config", [("train", "train.json")])
+def test_monai_required_properties_are_present(workflow_type: str, config: str, shared_data, tmp_path) -> None:
+    workflow = ConfigWorkflow(
+        config_file=os.path.join(REPO_ROOT, CONFIGS, config), workflow_type=workflow_type,
+        meta_file=os.path.join(REPO_ROOT, CONFIGS, "metadata.json"),
+        logging_file=os.path.join(REPO_ROOT, CONFIGS, "logging.conf"),
+        dataset_dir=os.path.join(shared_data, "medmnist"), output_dir=str(tmp_path), progress=False,
+    )
+    workflow.initialize()
+    workflow.check_properties()  # raises for a missing required id (train#inferer, train#trainer, ...)
+    assert workflow.max_epochs == workflow.parser.get_parsed_content("max_epochs")
+
+
+def test_network_input_and_output_match_the_metadata() -> None:
+    result = monai_bundle("verify_net_in_out", "network_def", "--meta_file", os.path.join(CONFIGS, "metadata.json"),
+                          "--config_file", os.path.join(CONFIGS, "inference.json"), "--device", "cpu",
+                          "--bundle_root", os.path.join("bundles", "cae"), cwd=REPO_ROOT)
+    assert "data shape of network is verified with no error" in result.stdout + result.stderr
