@@ -265,7 +265,10 @@ def test_a_copy_of_the_bundle_trains_and_stratifies_from_inside_its_folder(tmp_p
                  "--input_dir", os.path.join(shared_data, "dicom"), "--output_dir", "report", "--progress", "False",
                  cwd=str(bundle))
     rows = list(csv.DictReader(open(bundle / "report" / "strata_per_image.csv")))
-    assert len(rows) == len(os.listdir(os.path.join(shared_data, "dicom")))
+    skipped = list(csv.DictReader(open(bundle / "report" / "skipped.csv")))
+    # the shared folder holds one radiograph twice (a MONOCHROME1 copy of the same SOP instance)
+    assert len(rows) == 2 and [entry["reason"] for entry in skipped] == ["duplicate"]
+    assert len(rows) + len(skipped) == len(os.listdir(os.path.join(shared_data, "dicom")))
     assert sorted(os.listdir(tmp_path)) == ["cae"]
 
 
