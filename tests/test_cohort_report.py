@@ -32,10 +32,10 @@ from monai_cae.data import (
     pseudonymize,
     scan_archive,
 )
-from monai_cae.engines import load_model
+from monai_cae.engines import assign_strata, load_model
 from monai_cae.evaluation import ClusterLabelMapping
 from monai_cae.networks.nets import ContrastiveAutoEncoder
-from monai_cae.reports import REPORT_FILES, assign_cohort, generate_report, publish_folder
+from monai_cae.reports import REPORT_FILES, generate_report, publish_folder
 from monai_cae.reports.cli import main as report_main
 
 from conftest import REPO_ROOT
@@ -404,7 +404,7 @@ def test_parallel_decoding_gives_the_in_process_result(network, shared_data, tmp
     results = {}
     for workers in (0, num_workers):
         loader = CohortDataLoader(CohortDataset(manifest, 28), batch_size=2, num_workers=workers)
-        assignment = assign_cohort(network, loader, "cpu", progress=False)
+        assignment = assign_strata(network, loader, "cpu", progress=False)
         results[workers] = (assignment, sorted(loader.skipped))
     (serial, serial_skipped), (parallel, parallel_skipped) = results[0], results[num_workers]
     assert parallel.ids == serial.ids and len(serial.ids) == 2

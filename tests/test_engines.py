@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from ignite.engine import Events
+from ignite.metrics import Average
 from monai.data import DataLoader
 from monai.engines import IterationEvents
 from monai.inferers import SimpleInferer
@@ -24,6 +25,8 @@ from monai_cae.engines import (
     KNNProbeEvaluator,
     RNGState,
     StrataAssignment,
+    StrataEvaluator,
+    assign_strata,
     atomic_write,
     write_assignments,
 )
@@ -611,3 +614,72 @@ def test_prototype_discovery_rejects_bad_arguments(tmp_path, kwargs: dict, messa
 def test_prototype_discovery_rejects_unparsed_options(tmp_path) -> None:
     with pytest.raises(TypeError, match="epochs"):
         PrototypeDiscoveryHandler(image_loader(), str(tmp_path), (2, 3), clustering_options="{'epochs': 3}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# StrataEvaluator
+
+
+def strata_network(prototypes: int = 3) -> ContrastiveAutoEncoder:
+    torch.manual_seed(0)
+    network = ContrastiveAutoEncoder(channels=(4, 8, 8), latent_size=16).eval()
+    network.set_prototypes(torch.randn(prototypes, 16))
+    return network
+
+
+def strata_batches(sizes: list[int]) -> list[dict]:
+    generator = torch.Generator().manual_seed(1)
+    batches, start = [], 0
+    for size in sizes:
+        index = torch.arange(start, start + size)
+        batches.append({"image": torch.rand(size, 1, 28, 28, generator=generator), "index": index,
+                        "id": [f"img{i}" for i in index.tolist()], "label": index % 2})
+        start += size
+    return batches
+
+
+class ShortLoader:
+    """Yields fewer batches than its length, as a CohortDataLoader does when a whole batch fails to decode."""
+
+    def __init__(self, batches: list[dict], length: int) -> None:
+        self.batches, self.length = batches, length
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return self.length
+
+
+@pytest.mark.parametrize("sizes, length", [([5, 5, 2], 3), ([4, 3], 5), ([6], 1)])
+def test_strata_evaluator_matches_a_hand_computed_assignment_once_per_image(sizes: list[int], length: int) -> None:
+    network = strata_network()
+    batches = strata_batches(sizes)
+    evaluator = StrataEvaluator("cpu", ShortLoader(batches, length), network, progress=False)
+    forward_events = []
+    evaluator.add_event_handler(IterationEvents.FORWARD_COMPLETED, lambda engine: forward_events.append(1))
+    for run in range(2):  # a second run starts afresh
+        evaluator.run()
+        result = evaluator.assignment
+        images = torch.cat([b["image"] for b in batches])
+        with torch.no_grad():
+            h = network.encoder(images)
+        similarity = nn.functional.normalize(h, dim=1) @ nn.functional.normalize(network.prototypes, dim=1).T
+        np.testing.assert_allclose(result.embeddings, h.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(result.similarities, similarity.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(result.probabilities, torch.softmax(similarity / 0.1, dim=1).numpy(), atol=1e-5)
+        assert result.ids == [f"img{i}" for i in range(sum(sizes))]
+        np.testing.assert_array_equal(result.indices, np.arange(sum(sizes)))
+        np.testing.assert_array_equal(result.labels, np.arange(sum(sizes)) % 2)
+        assert len(forward_events) == len(sizes) * (run + 1)
+
+
+def test_strata_evaluator_feeds_stock_ignite_metrics_and_takes_an_empty_loader() -> None:
+    network = strata_network(prototypes=4)
+    evaluator = StrataEvaluator("cpu", strata_batches([3, 4]), network, inferer=SimpleInferer(), progress=False)
+    Average(output_transform=lambda output: output["similarities"].max(1, keepdim=True).values).attach(evaluator, "nearest")
+    evaluator.run()
+    assert float(evaluator.state.metrics["nearest"]) == pytest.approx(float(evaluator.assignment.nearest_similarity.mean()))
+    assert set(evaluator.state.output) >= {"image", "label", "pred", "probabilities", "similarities"}
+    empty = assign_strata(network, ShortLoader([], 2), progress=False)
+    assert empty.embeddings.shape == (0, 16) and empty.probabilities.shape == (0, 4) and empty.ids == []

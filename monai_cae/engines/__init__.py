@@ -16,7 +16,8 @@ from .model_card import (
 from .rng_state import RNGState
 from .sampling import ClusterGaussianSampler, generate_stratum_images
 from .step import CAEStep
-from .strata import StrataAssignment, assign_strata, atomic_write, load_model, write_assignments
+from .strata import StrataAssignment, atomic_write, load_model, write_assignments
+from .strata_evaluator import StrataEvaluator, assign_strata
 from .trainer import CAETrainer
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "RNGState",
     "ShardedStrata",
     "StrataAssignment",
+    "StrataEvaluator",
     "assign_strata",
     "assign_strata_sharded",
     "atomic_write",

@@ -18,6 +18,7 @@ from monai_cae.distributed import barrier, rank_and_world_size
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
 from .strata import StrataAssignment, atomic_write
+from .strata_evaluator import assign_strata
 
 __all__ = ["ShardedStrata", "assign_strata_sharded", "model_digest", "shard_range"]
 
@@ -174,11 +175,8 @@ def assign_strata_sharded(
         return os.path.join(shard_dir, f"shard_{r}.npz")
 
     if _read_shard(path(rank), identity(rank)) is None:
-        # imported here: monai_cae.reports builds on this package, so a module-level import would be circular
-        from monai_cae.reports import assign_cohort
-
         loader = CohortDataLoader(Subset(dataset, shard_range(length, rank, world_size)), batch_size, num_workers)
-        assignment = assign_cohort(network, loader, device, progress)
+        assignment = assign_strata(network, loader, device, progress)
         _write_shard(path(rank), ShardedStrata(assignment, list(loader.skipped)), identity(rank))
     barrier()
     if rank != 0:

@@ -1,4 +1,4 @@
-"""Stratum assignment of a dataset with a trained model: embeddings, hard and soft clusters, similarities."""
+"""The per-image result of stratum assignment, the loading of a trained model and the writing of results."""
 
 from __future__ import annotations
 
@@ -6,16 +6,15 @@ import csv
 import os
 import pickle
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
-__all__ = ["StrataAssignment", "assign_strata", "atomic_write", "load_model", "write_assignments"]
+__all__ = ["StrataAssignment", "atomic_write", "load_model", "write_assignments"]
 
 
 @dataclass
@@ -101,51 +100,6 @@ def load_model(network: ContrastiveAutoEncoder, ckpt_path: str, device: torch.de
     if network.num_prototypes == 0:
         raise ValueError(f"{ckpt_path} holds no prototypes: training ended before prototype discovery.")
     return network.to(device).eval()
-
-
-@torch.no_grad()
-def assign_strata(
-    network: ContrastiveAutoEncoder,
-    data_loader: Iterable[dict],
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-) -> StrataAssignment:
-    """Embed a dataset and assign every image to the prototypes.
-
-    Args:
-        network: trained network with prototypes.
-        data_loader: loader of ``{"image", "index", "id", "label"}`` batches, not shuffled.
-        device: device to run on.
-        progress: show a progress bar.
-
-    Returns:
-        A :class:`StrataAssignment`, with the pixel cluster maps when the network has a local branch.
-    """
-    network.eval()
-    parts: dict[str, list] = {"h": [], "p": [], "s": [], "ids": [], "idx": [], "labels": [], "maps": []}
-    for batch in tqdm(data_loader, desc="Assigning strata", disable=not progress):
-        images = torch.as_tensor(batch["image"]).to(device)
-        h = network.encode(images)
-        probabilities, similarities = network.assign(h)
-        n = len(images)
-        parts["h"].append(h.float().cpu().numpy())
-        parts["p"].append(probabilities.float().cpu().numpy())
-        parts["s"].append(similarities.float().cpu().numpy())
-        if network.local_branch is not None:
-            # uint8: one byte per pixel keeps a cohort's maps small (at most 255 clusters)
-            parts["maps"].append(network.cluster_map(images).cpu().numpy().astype(np.uint8))
-        parts["ids"].extend(str(i) for i in batch.get("id", [""] * n))
-        parts["idx"].append(np.asarray(torch.as_tensor(batch.get("index", torch.full((n,), -1)))).reshape(-1))
-        parts["labels"].append(np.asarray(torch.as_tensor(batch.get("label", torch.full((n,), -1)))).reshape(-1))
-    return StrataAssignment(
-        embeddings=np.concatenate(parts["h"]).astype(np.float32),
-        probabilities=np.concatenate(parts["p"]),
-        similarities=np.concatenate(parts["s"]),
-        ids=parts["ids"],
-        indices=np.concatenate(parts["idx"]).astype(np.int64),
-        labels=np.concatenate(parts["labels"]).astype(np.int64),
-        cluster_maps=np.concatenate(parts["maps"]) if parts["maps"] else None,
-    )
 
 
 def atomic_write(path: str, write: Callable, mode: str = "w") -> None:

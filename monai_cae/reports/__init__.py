@@ -30,7 +30,7 @@ from .tables import (
     vote,
 )
 from .writer import REPORT_FILES, NoImagesError, check_output_dir, publish_folder, write_report
-from .pipeline import assign_cohort, generate_report
+from .pipeline import generate_report
 from .strata_names import STRATA_NAMES_FILE, read_stratum_names, strata_names_path, write_stratum_names
 
 __all__ = [
@@ -42,7 +42,6 @@ __all__ = [
     "DigestingLoader",
     "NoImagesError",
     "OutlierThreshold",
-    "assign_cohort",
     "check_output_dir",
     "cluster_overlay_png",
     "cluster_overlays",

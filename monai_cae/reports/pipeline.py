@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -13,7 +12,7 @@ from monai_cae.data.cohort import CohortDataLoader, CohortDataset
 from monai_cae.data.dicom import RADIOGRAPH_MODALITIES
 from monai_cae.data.manifest import CHEST_BODY_PARTS, scan_archive
 from monai_cae.data.unusable import DEFAULT_MAX_PIXELS
-from monai_cae.engines.strata import StrataAssignment, assign_strata
+from monai_cae.engines.strata_evaluator import assign_strata
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
 from .duplicates import DigestingLoader
@@ -21,48 +20,7 @@ from .tables import OutlierThreshold
 from .strata_names import read_stratum_names
 from .writer import check_output_dir, write_report
 
-__all__ = ["assign_cohort", "generate_report"]
-
-
-class _Peeked:
-    """An iterable whose first element was already taken, keeping the source's length for progress bars."""
-
-    def __init__(self, first: dict, rest: Iterator[dict], length: int | None) -> None:
-        self.first, self.rest, self.length = first, rest, length
-
-    def __iter__(self) -> Iterator[dict]:
-        return itertools.chain([self.first], self.rest)
-
-    def __len__(self) -> int:
-        return self.length or 0
-
-
-def assign_cohort(
-    network: ContrastiveAutoEncoder, data_loader: Iterable[dict], device: torch.device | str = "cpu",
-    progress: bool = True,
-) -> StrataAssignment:
-    """:func:`~monai_cae.engines.assign_strata`, that also accepts a loader yielding nothing (every image failed).
-
-    Args:
-        network: trained network with prototypes.
-        data_loader: loader of image batches, e.g. a :class:`~monai_cae.data.CohortDataLoader`.
-        device: device to run on.
-        progress: show a progress bar.
-
-    Returns:
-        The assignment; with zero rows when no batch came.
-    """
-    iterator = iter(data_loader)
-    first = next(iterator, None)
-    if first is None:
-        k, d = network.num_prototypes, network.latent_size
-        return StrataAssignment(
-            embeddings=np.zeros((0, d), np.float32), probabilities=np.zeros((0, k), np.float32),
-            similarities=np.zeros((0, k), np.float32), ids=[], indices=np.zeros(0, np.int64),
-            labels=np.zeros(0, np.int64),
-        )
-    length = len(data_loader) if hasattr(data_loader, "__len__") else None
-    return assign_strata(network, _Peeked(first, iterator, length), device, progress)
+__all__ = ["generate_report"]
 
 
 def generate_report(
@@ -93,7 +51,7 @@ def generate_report(
 
     The same steps as the bundle's ``inference`` workflow with ``--input_dir`` (``bundles/cae/configs/
     inference.json``): :func:`~monai_cae.reports.check_output_dir`, :func:`~monai_cae.data.scan_archive`,
-    :class:`~monai_cae.data.CohortDataset` / :class:`~monai_cae.data.CohortDataLoader`, :func:`assign_cohort`,
+    :class:`~monai_cae.data.CohortDataset` / :class:`~monai_cae.data.CohortDataLoader`, :func:`~monai_cae.engines.assign_strata`,
     :func:`~monai_cae.reports.write_report`. Only one batch of pixels is in memory at a time; a digest of each model
     input (:class:`~monai_cae.reports.DigestingLoader`) finds pixel-identical copies of one film.
 
@@ -140,7 +98,7 @@ def generate_report(
     dataset = CohortDataset(manifest, img_size, cache_dir=cache_dir, max_pixels=max_pixels)
     loader = CohortDataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     digesting = DigestingLoader(loader)
-    assignment = assign_cohort(network, digesting, device, progress)
+    assignment = assign_strata(network, digesting, device, progress)
     return write_report(
         assignment, dataset, network, output_dir, skipped=loader.skipped, overwrite=overwrite,
         thumbnails=thumbnails, outlier_threshold_value=outlier_threshold, outlier_percentile=outlier_percentile,

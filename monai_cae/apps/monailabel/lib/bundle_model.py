@@ -23,7 +23,8 @@ from monai_cae.data import CohortDataLoader, CohortDataset, ManifestEntry, Unusa
 from monai_cae.data import DEFAULT_MAX_PIXELS, probe_file, scan_archive
 from monai_cae.data.manifest import SELECTED
 from monai_cae.networks.nets import ContrastiveAutoEncoder
-from monai_cae.reports import assign_cohort, decode_prototypes, image_png, outlier_threshold, reference_similarities
+from monai_cae.engines import assign_strata
+from monai_cae.reports import decode_prototypes, image_png, outlier_threshold, reference_similarities
 from monai_cae.reports import stratum_latent_norms
 
 from .versions import ModelVersion, current_version, shipped_version
@@ -303,7 +304,7 @@ class BundleStrata:
         dataset = CohortDataset([self._entry(path)], model.img_size, transform=model.transform)
         loader = CohortDataLoader(dataset, batch_size=1)
         with self._lock:  # one forward pass at a time: infer and active learning share the network
-            result = assign_cohort(model.network, loader, self.device, progress=False)
+            result = assign_strata(model.network, loader, self.device, progress=False)
         if not len(result.ids):
             _, reason, detail = loader.skipped[0]
             raise UnusableImageError(reason, detail.replace(path, "<file>"))

@@ -1,0 +1,159 @@
+"""Stratum assignment as a MONAI evaluator: embeddings, soft and hard strata, similarities of a whole loader."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Events
+from monai.engines import SupervisedEvaluator
+from monai.inferers import Inferer, SimpleInferer
+from monai.utils import CommonKeys as Keys
+from tqdm.auto import tqdm
+
+from monai_cae.networks.nets import ContrastiveAutoEncoder
+
+from .strata import StrataAssignment
+
+__all__ = ["StrataEvaluator", "assign_strata"]
+
+
+class _Unsized:
+    """A loader seen without its length."""
+
+    def __init__(self, loader: Iterable) -> None:
+        self.loader = loader
+
+    def __iter__(self) -> Iterator:
+        return iter(self.loader)
+
+
+class StrataEvaluator(SupervisedEvaluator):
+    """Embed every image of a loader with ``inferer(image, network)`` (the latent ``h``) and assign it to the
+    network's prototypes; after :meth:`run`, :attr:`assignment` holds the result in loader order.
+
+    Each iteration's ``engine.state.output`` holds the MONAI keys (``image``, ``label``, ``pred`` = ``h``) and
+    ``probabilities`` / ``similarities`` (``(B, K)``), so stock MONAI handlers given as ``val_handlers`` see them.
+    The epoch ends when the loader does: a :class:`~monai_cae.data.CohortDataLoader` drops batches whose every image
+    failed, so its length is only an upper bound, and a loader may yield nothing at all (the assignment then has
+    zero rows).
+
+    Args:
+        device: device to run on.
+        val_data_loader: loader of ``{"image", "index", "id", "label"}`` batches, not shuffled (``index``, ``id`` and
+            ``label`` may be missing: ``-1``, ``""`` and ``-1`` are recorded).
+        network: trained network with prototypes (:meth:`~ContrastiveAutoEncoder.assign` must work).
+        inferer: computes ``h`` from a batch; :class:`monai.inferers.SimpleInferer` (the network's forward) when
+            ``None``.
+        progress: show a progress bar over the batches.
+        val_handlers: handlers to attach.
+        kwargs: other :class:`monai.engines.SupervisedEvaluator` arguments.
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        val_data_loader: Iterable,
+        network: ContrastiveAutoEncoder,
+        inferer: Inferer | None = None,
+        progress: bool = True,
+        val_handlers: Sequence | None = None,
+        **kwargs: Any,
+    ) -> None:
+        length = len(val_data_loader) if hasattr(val_data_loader, "__len__") else None
+        super().__init__(
+            device=torch.device(device),
+            # without a length, Ignite ends the epoch at the loader's end; with one it restarts a loader that yields
+            # fewer batches than its length, embedding its images again
+            val_data_loader=_Unsized(val_data_loader),  # type: ignore[arg-type]
+            network=network,
+            epoch_length=length or 1,
+            inferer=SimpleInferer() if inferer is None else inferer,
+            val_handlers=val_handlers,
+            decollate=False,
+            **kwargs,
+        )
+        self.length, self.progress = length, progress
+        self.assignment = self._collect([])
+        self.add_event_handler(Events.EPOCH_STARTED, self._start)
+        self.add_event_handler(Events.EPOCH_COMPLETED, self._finish)
+
+    def run(self, global_epoch: int = 1) -> None:
+        self.state.epoch_length = None  # found again at the loader's end, which may differ from the last run's
+        super().run(global_epoch)
+
+    def _start(self, _: Any) -> None:
+        self._parts: list[dict[str, Any]] = []
+        self._bar = tqdm(total=self.length, desc="Assigning strata", disable=not self.progress)
+
+    def _iteration(self, engine: Any, batchdata: dict[str, Any]) -> dict:
+        output = super()._iteration(engine, batchdata)
+        h = output[Keys.PRED]
+        with torch.no_grad():
+            output["probabilities"], output["similarities"] = self.network.assign(h)
+            maps = None
+            if self.network.local_branch is not None:
+                # uint8: one byte per pixel keeps a cohort's maps small (at most 255 clusters)
+                maps = self.network.cluster_map(output[Keys.IMAGE]).cpu().numpy().astype(np.uint8)
+        n = len(h)
+
+        def column(key: str, missing: int) -> np.ndarray:
+            return np.asarray(torch.as_tensor(batchdata.get(key, torch.full((n,), missing)))).reshape(-1)
+
+        self._parts.append({
+            "h": h.float().cpu().numpy(), "p": output["probabilities"].float().cpu().numpy(),
+            "s": output["similarities"].float().cpu().numpy(), "maps": maps,
+            "ids": [str(i) for i in batchdata.get("id", [""] * n)], "idx": column("index", -1),
+            "labels": column("label", -1),
+        })
+        self._bar.update()
+        return output
+
+    def _finish(self, _: Any) -> None:
+        self._bar.close()
+        self.assignment = self._collect(self._parts)
+        self._parts = []
+
+    def _collect(self, parts: list[dict[str, Any]]) -> StrataAssignment:
+        prototypes = self.network.prototypes
+        k, d = prototypes.shape
+        maps = [p["maps"] for p in parts if p["maps"] is not None]
+
+        def stack(key: str, empty: np.ndarray) -> np.ndarray:
+            return np.concatenate([p[key] for p in parts]) if parts else empty
+
+        return StrataAssignment(
+            embeddings=stack("h", np.zeros((0, d), np.float32)).astype(np.float32),
+            probabilities=stack("p", np.zeros((0, k), np.float32)),
+            similarities=stack("s", np.zeros((0, k), np.float32)),
+            ids=[i for p in parts for i in p["ids"]],
+            indices=stack("idx", np.zeros(0)).astype(np.int64),
+            labels=stack("labels", np.zeros(0)).astype(np.int64),
+            cluster_maps=np.concatenate(maps) if maps else None,
+        )
+
+
+def assign_strata(
+    network: ContrastiveAutoEncoder,
+    data_loader: Iterable[dict],
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> StrataAssignment:
+    """Embed a dataset and assign every image to the prototypes (a :class:`StrataEvaluator` run).
+
+    Args:
+        network: trained network with prototypes.
+        data_loader: loader of ``{"image", "index", "id", "label"}`` batches, not shuffled; it may yield nothing
+            (every image of a cohort failed).
+        device: device to run on.
+        progress: show a progress bar.
+
+    Returns:
+        A :class:`StrataAssignment`, with the pixel cluster maps when the network has a local branch, and zero rows
+        when the loader yielded nothing.
+    """
+    evaluator = StrataEvaluator(device, data_loader, network, progress=progress)
+    evaluator.run()
+    return evaluator.assignment
