@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.inferers import SimpleInferer
 
 from monai_cae.data import MedMNISTDataset
-from monai_cae.engines import load_model
+from monai_cae.engines import StrataEvaluator, load_model
 from monai_cae.handlers import latest_checkpoint
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
@@ -296,17 +297,24 @@ def test_the_mnist_preset_merges_into_every_workflow(config: str, shared_data) -
         assert parser.get_parsed_content("train#augmentation").params.flip_prob == 0.0
 
 
-@pytest.mark.parametrize("workflow_type,config", [("train", "train.json")])
+@pytest.mark.parametrize("workflow_type,config", [("train", "train.json"), ("infer", "inference.json")])
 def test_monai_required_properties_are_present(workflow_type: str, config: str, shared_data, tmp_path) -> None:
     workflow = ConfigWorkflow(
         config_file=os.path.join(REPO_ROOT, CONFIGS, config), workflow_type=workflow_type,
         meta_file=os.path.join(REPO_ROOT, CONFIGS, "metadata.json"),
         logging_file=os.path.join(REPO_ROOT, CONFIGS, "logging.conf"),
-        dataset_dir=os.path.join(shared_data, "medmnist"), output_dir=str(tmp_path), progress=False,
+        bundle_root=os.path.join(REPO_ROOT, "bundles", "cae"), dataset_dir=os.path.join(shared_data, "medmnist"),
+        output_dir=str(tmp_path), progress=False,
     )
     workflow.initialize()
-    workflow.check_properties()  # raises for a missing required id (train#inferer, train#trainer, ...)
-    assert workflow.max_epochs == workflow.parser.get_parsed_content("max_epochs")
+    # raises for a missing required id (train#inferer, train#trainer, evaluator, inferer, ...), instantiating each
+    workflow.check_properties()
+    if workflow_type == "train":
+        assert workflow.max_epochs == workflow.parser.get_parsed_content("max_epochs")
+    else:  # the shipped model, run by MONAI's evaluator and inferer
+        assert isinstance(workflow.evaluator, StrataEvaluator) and isinstance(workflow.inferer, SimpleInferer)
+        shipped = np.load(os.path.join(REPO_ROOT, "bundles", "cae", "models", "prototypes.npy"))
+        torch.testing.assert_close(workflow.evaluator.network.prototypes, torch.from_numpy(shipped))
 
 
 def test_network_input_and_output_match_the_metadata() -> None:
