@@ -48,6 +48,7 @@ from monai.utils import set_determinism
 
 from monai_cae.clustering import CLUSTERING_METHODS, K_CRITERIA, ElbowResult, choose_k, cluster_latent, elbow_kmeans
 from monai_cae.data import make_dataset
+from monai_cae.apps.bundle import bundle_dir
 from monai_cae.engines import load_model
 from monai_cae.evaluation import (
     classification_metrics,
@@ -105,8 +106,8 @@ def cae_model_name(negatives: str = "all", local_branch: bool = False) -> str:
 
 def _config_files(dataset: str) -> list[str]:
     """The bundle's training config and the dataset's preset, as ``reproduce`` trains with."""
-    config_files = [os.path.join(REPO_ROOT, "bundles", "cae", "configs", "train.json")]
-    preset = os.path.join(REPO_ROOT, "bundles", "cae", "configs", f"{dataset}.json")
+    config_files = [os.path.join(bundle_dir(), "configs", "train.json")]
+    preset = os.path.join(bundle_dir(), "configs", f"{dataset}.json")
     return config_files + ([preset] if os.path.isfile(preset) else [])
 
 
@@ -122,7 +123,7 @@ def _train_cae(dataset: str, data_root: str, seed: int, run_dir: str, overrides:
     run_bundle(
         run_id="training",
         config_file=_config_files(dataset),
-        bundle_root=os.path.join(REPO_ROOT, "bundles", "cae"),
+        bundle_root=bundle_dir(),
         dataset_dir=data_root,
         output_dir=os.path.join(run_dir, "train"),
         model_dir=model_dir,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import filecmp
 import glob
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 
 import numpy as np
@@ -252,25 +253,82 @@ def monai_bundle(*arguments: str, cwd: str) -> subprocess.CompletedProcess:
     return result
 
 
-def test_a_copy_of_the_bundle_trains_and_stratifies_from_inside_its_folder(tmp_path, shared_data) -> None:
-    """bundle_root '.': run where the bundle is, everything it writes stays in it."""
-    bundle = tmp_path / "cae"
-    shutil.copytree(os.path.join(REPO_ROOT, "bundles", "cae"), bundle, ignore=shutil.ignore_patterns("runs", "eval"))
-    brief = [str(part) for key, value in BRIEF_TRAINING.items() for part in (f"--{key}", value)]
-    monai_bundle("run", "training", "--config_file", "configs/train.json",
-                 "--dataset_dir", os.path.join(shared_data, "medmnist"), *brief, cwd=str(bundle))
-    assert (bundle / "models" / "model.pt").is_file() and (bundle / "models" / "prototypes.npy").is_file()
-    assert sorted(os.listdir(bundle / "runs" / "train" / "checkpoints")) == ["checkpoint_epoch=1.pt",
-                                                                            "checkpoint_epoch=2.pt"]
-    monai_bundle("run", "inference", "--config_file", "configs/inference.json",
-                 "--input_dir", os.path.join(shared_data, "dicom"), "--output_dir", "report", "--progress", "False",
-                 cwd=str(bundle))
+def fresh_venv_with_the_wheel(root) -> str:
+    """A new venv holding only the built ``monai_cae`` wheel; its third-party dependencies are this interpreter's
+    site-packages, put on its path as a plain folder (so their ``.pth`` files, among them the editable install of this
+    checkout, are not run). Returns the venv's python."""
+    wheels = root / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w",
+                    str(wheels), REPO_ROOT], check=True, capture_output=True, timeout=600)
+    env = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(env)], check=True, timeout=300)
+    python = str(env / "bin" / "python")
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    with open(os.path.join(site, "dependencies.pth"), "w") as f:
+        f.write(sysconfig.get_paths()["purelib"] + "\n")
+    assert in_venv(python, "import monai_cae", check=False).returncode != 0  # nothing of this checkout leaks in
+    (wheel,) = glob.glob(str(wheels / "monai_cae-*.whl"))
+    in_venv(python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", wheel)
+    return python
+
+
+def in_venv(python: str, *arguments: str, cwd: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the venv's python (``-c CODE`` when the first argument is not an option) with a clean environment, in
+    ``cwd`` or the venv's ``bin`` (never this checkout, whose ``monai_cae`` a ``-c`` would import)."""
+    arguments = ("-c", *arguments) if not arguments[0].startswith("-") else arguments
+    environment = {"PATH": f"{os.path.dirname(python)}:{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/tmp"),
+                   "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([python, *arguments], cwd=cwd or os.path.dirname(python), capture_output=True, text=True,
+                            timeout=600,
+                            env=environment)
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_the_wheel_in_a_fresh_venv_runs_a_copy_of_the_bundle_from_inside_its_folder(
+    tmp_path, shared_data, trained_model
+) -> None:
+    """The model-zoo user's path: install the wheel, write the bundle, stratify with the shipped model, train."""
+    python = fresh_venv_with_the_wheel(tmp_path)
+    where = in_venv(python, "import monai_cae, sys; print(monai_cae.__file__)").stdout
+    assert where.startswith(str(tmp_path / "venv"))
+    metadata = json.load(open(os.path.join(REPO_ROOT, CONFIGS, "metadata.json")))
+    versions = in_venv(python, "-c", "import importlib.metadata as m, json, sys; "
+                       "print(json.dumps({n: m.version(n) for n in sys.argv[1:]}))",
+                       *metadata["required_packages_version"]).stdout
+    assert json.loads(versions) == metadata["required_packages_version"]
+
+    work = tmp_path / "empty"
+    work.mkdir()
+    bundle = work / "cae"
+    assert in_venv(python, "-m", "monai_cae.apps.bundle", str(bundle)).stdout.strip() == str(bundle)
+    source = os.path.join(REPO_ROOT, "bundles", "cae")
+    names = ["LICENSE"] + [os.path.relpath(os.path.join(folder, name), source) for part in ("configs", "docs", "models")
+                           for folder, _, files in os.walk(os.path.join(source, part)) for name in files]
+    assert "models/model.pt" in names and filecmp.cmpfiles(source, str(bundle), names, shallow=False)[0] == names
+
+    # inference right after install, with the shipped weights
+    in_venv(python, "-m", "monai.bundle", "run", "inference", "--config_file", "configs/inference.json",
+            "--input_dir", os.path.join(shared_data, "dicom"), "--output_dir", "report", "--progress", "False",
+            cwd=str(bundle))
     rows = list(csv.DictReader(open(bundle / "report" / "strata_per_image.csv")))
     skipped = list(csv.DictReader(open(bundle / "report" / "skipped.csv")))
     # the shared folder holds one radiograph twice (a MONOCHROME1 copy of the same SOP instance)
     assert len(rows) == 2 and [entry["reason"] for entry in skipped] == ["duplicate"]
     assert len(rows) + len(skipped) == len(os.listdir(os.path.join(shared_data, "dicom")))
-    assert sorted(os.listdir(tmp_path)) == ["cae"]
+    assert {int(row["stratum"]) for row in rows} <= set(range(len(np.load(bundle / "models" / "prototypes.npy"))))
+
+    brief = [str(part) for key, value in BRIEF_TRAINING.items() for part in (f"--{key}", value)]
+    in_venv(python, "-m", "monai.bundle", "run", "training", "--config_file", "configs/train.json",
+            "--dataset_dir", os.path.join(shared_data, "medmnist"), *brief, cwd=str(bundle))
+    assert sorted(os.listdir(bundle / "runs" / "train" / "checkpoints")) == ["checkpoint_epoch=1.pt",
+                                                                            "checkpoint_epoch=2.pt"]
+    # the same schedule trained from the repository root with the editable install: the same bytes
+    with open(bundle / "models" / "model.pt", "rb") as got, open(trained_model, "rb") as expected:
+        assert got.read() == expected.read()
+    assert sorted(os.listdir(work)) == ["cae"]
 
 
 def test_a_wrong_dataset_dir_names_the_path_and_the_id(tmp_path) -> None:

@@ -27,11 +27,11 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import monai.bundle
 import torch
 
+from monai_cae.apps.bundle import bundle_dir
 from monai_cae.data.dicom import RADIOGRAPH_MODALITIES
 from monai_cae.engines.model_card import load_trained_model, model_card_path
 from monai_cae.handlers import latest_checkpoint
@@ -40,16 +40,11 @@ from monai_cae.reports.pipeline import generate_report
 from monai_cae.reports.tables import training_outlier_threshold
 from monai_cae.reports.writer import NoImagesError, check_output_dir
 
-__all__ = ["SIZE_PRESETS", "default_bundle", "main", "parse_args", "train_on_archive"]
+__all__ = ["SIZE_PRESETS", "main", "parse_args", "train_on_archive"]
 
 SIZE_PRESETS = (28, 64, 128, 256)
 """Input sizes with a preset: 128 is ``archive.json`` itself, 64 and 256 add ``archive_<size>.json``; 28 px
 trains the published network with ``archive.json``'s schedule."""
-
-
-def default_bundle() -> str:
-    """The ``cae`` bundle of this repository (``bundles/cae`` beside the package)."""
-    return str(Path(__file__).resolve().parents[2] / "bundles" / "cae")
 
 
 def _config_files(bundle: str, img_size: int) -> list[str]:
@@ -74,7 +69,7 @@ def train_on_archive(
         archive: archive folder.
         run_dir: the run's folder (``model/`` and ``train/`` are written in it).
         img_size: input size; 28, 64, 128 or 256 use their presets (any other size trains with ``archive.json``).
-        bundle: the bundle folder; :func:`default_bundle` when omitted.
+        bundle: the bundle folder; :func:`~monai_cae.apps.bundle.bundle_dir` when omitted.
         resume: continue from the newest checkpoint of an earlier, interrupted run in ``run_dir``.
         progress: progress bars.
         overrides: further bundle ids, e.g. ``max_epochs=10``, ``batch_size=16``.
@@ -86,7 +81,7 @@ def train_on_archive(
         FileExistsError: when ``run_dir`` holds a training run and ``resume`` is false.
         FileNotFoundError: when ``resume`` finds no checkpoint, or the bundle lacks a config.
     """
-    bundle = bundle or default_bundle()
+    bundle = bundle or bundle_dir()
     config_files = _config_files(bundle, img_size)
     model_dir, output_dir = os.path.join(run_dir, "model"), os.path.join(run_dir, "train")
     checkpoints = os.path.join(output_dir, "checkpoints")
@@ -134,7 +129,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-workers", type=int, default=None, help="decoding processes (default: one per CPU)")
     parser.add_argument("--drop-cache", action="store_true", help="delete train/cache once the report is written")
     parser.add_argument("--no-thumbnails", action="store_true", help="no patient images in report.html")
-    parser.add_argument("--bundle", default=None, help="the cae bundle folder (default: bundles/cae of this package)")
+    parser.add_argument("--bundle", default=None, help="the cae bundle folder (default: the one installed with this package, bundles/cae of a checkout)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
