@@ -225,6 +225,17 @@ def test_ckpt_export_gives_the_same_embeddings(trained: dict, tmp_path) -> None:
         for got, expected in zip(scripted.assign(h), network.assign(h)):
             torch.testing.assert_close(got, expected)
     torch.testing.assert_close(scripted.conditional_decoder.assignment.prototypes, network.prototypes)
+    # inference and sampling run on the export as on model.pt
+    outputs = {}
+    for model in (ckpt, str(exported)):
+        out = tmp_path / ("from_" + os.path.basename(model))
+        run_bundle("inference", "inference.json", ckpt_path=model, dataset_dir=trained["dataset_dir"],
+                   output_dir=str(out / "inference"), progress=False)
+        run_bundle("sampling", "sample.json", ckpt_path=model, dataset_dir=trained["dataset_dir"], num_samples=3,
+                   output_dir=str(out / "samples"), progress=False)
+        outputs[model] = {name: open(out / name, "rb").read() for name in (
+            "inference/embeddings.npy", "inference/assignments.csv", "samples/sample_0000.png", "samples/sample_0002.png")}
+    assert outputs[ckpt] == outputs[str(exported)]
 
 
 def test_metadata_verifies_offline() -> None:

@@ -55,7 +55,7 @@ def load_model(network: ContrastiveAutoEncoder, ckpt_path: str, device: torch.de
 
     Args:
         network: an untrained network of the same architecture.
-        ckpt_path: path of ``model.pt``.
+        ckpt_path: path of ``model.pt``, or of its TorchScript export ``model.ts`` (``monai.bundle ckpt_export``).
         device: device to move the network to.
 
     Returns:
@@ -75,7 +75,12 @@ def load_model(network: ContrastiveAutoEncoder, ckpt_path: str, device: torch.de
     not_a_model = f"{ckpt_path} is not a monai_cae model"
     try:
         # on the CPU: a file that cannot be read is then never confused with a device that cannot be used
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if ckpt_path.endswith(".ts"):
+            # a TorchScript export keeps no Python properties (num_prototypes, latent_size, ...): its weights go
+            # into the eager network, which the report and the sampler use
+            state = dict(torch.jit.load(ckpt_path, map_location="cpu").state_dict())
+        else:
+            state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip, storage and read errors of a cut or foreign file, in many types
         # torch's own messages advise weights_only=False, which would run whatever code the file holds: never shown
         if isinstance(e, pickle.UnpicklingError) and "Unsupported global" in str(e):
