@@ -7,6 +7,7 @@ import filecmp
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -248,6 +249,36 @@ def test_metadata_verifies_offline() -> None:
     assert "metadata is verified with no error" in result.stdout + result.stderr
 
 
+def test_bundle_directory_passes_the_zoo_file_checks() -> None:
+    """verify_bundle's directory and version checks, the zoo's 25 MB file limit and its JSON formatting hook."""
+    bundle = os.path.join(REPO_ROOT, "bundles", "cae")
+    for necessary in ("configs/metadata.json", "LICENSE", "models/model.pt", "configs/inference.json"):
+        assert os.path.isfile(os.path.join(bundle, necessary)), necessary
+    metadata = json.load(open(os.path.join(bundle, "configs", "metadata.json")))
+    assert metadata["version"] in metadata["changelog"]
+    for folder, _, files in os.walk(bundle):
+        for name in files:
+            path = os.path.join(folder, name)
+            assert os.path.getsize(path) < 25 * 2**20, path
+            if name.endswith(".json") and "runs" not in path:
+                text = open(path).read()
+                assert json.dumps(json.loads(text), indent=4, ensure_ascii=False) + "\n" == text, path
+    subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=os.path.join(bundle, "models"), check=True)
+
+
+@pytest.mark.skipif(os.environ.get("MONAI_CAE_REGENERATE_WEIGHTS") != "1",
+                    reason="the full default schedule (8 min on 2 CPU cores); set MONAI_CAE_REGENERATE_WEIGHTS=1")
+def test_the_shipped_weights_regenerate_bit_for_bit(tmp_path, shared_data) -> None:
+    """The bundle README's regeneration command, from a copy of the bundle, gives the files of models/SHA256SUMS."""
+    bundle = tmp_path / "cae"
+    shutil.copytree(os.path.join(REPO_ROOT, "bundles", "cae"), bundle, ignore=shutil.ignore_patterns("runs", "eval"))
+    subprocess.run([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "configs/train.json",
+                    "--dataset_dir", os.path.join(shared_data, "medmnist"), "--model_dir", "regenerated",
+                    "--output_dir", "runs/regenerate", "--progress", "False"],
+                   cwd=bundle, check=True, capture_output=True, timeout=3600)
+    subprocess.run(["sha256sum", "--check", "../models/SHA256SUMS"], cwd=bundle / "regenerated", check=True)
+
+
 def test_every_target_is_a_full_dotted_monai_cae_or_library_path() -> None:
     for name in os.listdir(os.path.join(REPO_ROOT, CONFIGS)):
         if not name.endswith(".json"):
@@ -366,24 +397,51 @@ def test_the_mnist_preset_merges_into_every_workflow(config: str, shared_data) -
         assert parser.get_parsed_content("train#augmentation").params.flip_prob == 0.0
 
 
-@pytest.mark.parametrize("workflow_type,config", [("train", "train.json"), ("infer", "inference.json")])
-def test_monai_required_properties_are_present(workflow_type: str, config: str, shared_data, tmp_path) -> None:
+# the model-zoo's ci/unit_tests pattern: per config, small overrides, then initialize, check_properties, run, finalize
+ZOO_UNIT_TESTS = {
+    "train.json": ("train", "training", {**BRIEF_TRAINING, "k_values": [2, 3], "model_dir": "{tmp}/models"}),
+    "inference.json": ("infer", "inference", {"split": "val", "progress": False}),
+    "evaluate.json": (None, "evaluating", {"figures": False, "progress": False}),
+    "sample.json": (None, "sampling", {"num_samples": 2, "stratum": 1, "progress": False}),
+}
+
+
+@pytest.mark.parametrize("config", list(ZOO_UNIT_TESTS))
+def test_zoo_style_unit_test_of_each_config(config: str, shared_data, tmp_path) -> None:
+    workflow_type, run_id, overrides = ZOO_UNIT_TESTS[config]
+    overrides = {key: value.format(tmp=tmp_path) if isinstance(value, str) else value for key, value in overrides.items()}
     workflow = ConfigWorkflow(
-        config_file=os.path.join(REPO_ROOT, CONFIGS, config), workflow_type=workflow_type,
+        config_file=os.path.join(REPO_ROOT, CONFIGS, config), workflow_type=workflow_type, run_id=run_id,
         meta_file=os.path.join(REPO_ROOT, CONFIGS, "metadata.json"),
         logging_file=os.path.join(REPO_ROOT, CONFIGS, "logging.conf"),
         bundle_root=os.path.join(REPO_ROOT, "bundles", "cae"), dataset_dir=os.path.join(shared_data, "medmnist"),
-        output_dir=str(tmp_path), progress=False,
+        output_dir=str(tmp_path / "out"), **overrides,
     )
     workflow.initialize()
-    # raises for a missing required id (train#inferer, train#trainer, evaluator, inferer, ...), instantiating each
-    workflow.check_properties()
-    if workflow_type == "train":
-        assert workflow.max_epochs == workflow.parser.get_parsed_content("max_epochs")
-    else:  # the shipped model, run by MONAI's evaluator and inferer
+    if workflow_type is not None:
+        # raises for a missing required id (train#inferer, train#trainer, evaluator, inferer, ...), instantiating each
+        workflow.check_properties()
+    workflow.run()
+    workflow.finalize()
+    written = sorted(os.listdir(tmp_path / "out"))
+    if config == "train.json":
+        assert workflow.max_epochs == BRIEF_TRAINING["max_epochs"]
+        assert {"checkpoints", "prototypes"} <= set(written) and os.path.isfile(tmp_path / "models" / "model.pt")
+    elif config == "inference.json":  # the shipped model, run by MONAI's evaluator and inferer
         assert isinstance(workflow.evaluator, StrataEvaluator) and isinstance(workflow.inferer, SimpleInferer)
         shipped = np.load(os.path.join(REPO_ROOT, "bundles", "cae", "models", "prototypes.npy"))
         torch.testing.assert_close(workflow.evaluator.network.prototypes, torch.from_numpy(shipped))
+        assert written == ["assignments.csv", "embeddings.npy"]
+        assert len(np.load(tmp_path / "out" / "embeddings.npy")) == len(workflow.dataset)
+    elif config == "evaluate.json":
+        # the shipped model's metrics in metadata.json are what its evaluation gives
+        results = json.load(open(tmp_path / "out" / "results.json"))
+        names = {"stat": "cluster_mapping", "knn": "knn", "linear": "linear_probe"}
+        measured = {f"{split}_{names[approach]}_accuracy": round(results[split][approach]["accuracy"], 3)
+                    for split in ("val", "test") for approach in names}
+        assert measured == json.load(open(os.path.join(REPO_ROOT, CONFIGS, "metadata.json")))["eval_metrics"]
+    else:
+        assert written == ["montage.png", "sample_0000.png", "sample_0001.png"]
 
 
 def test_network_input_and_output_match_the_metadata() -> None:

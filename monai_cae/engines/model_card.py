@@ -115,7 +115,8 @@ def write_model_card(
             "count": int(similarity.size),
             "percentiles": {f"{p:g}": float(np.percentile(similarity, p)) for p in REFERENCE_PERCENTILES},
         }
-    atomic_write(model_card_path(ckpt_path), lambda f: json.dump(card, f, indent=2))
+    # formatted as the model-zoo's JSON hook leaves it (4 spaces, final newline), so the shipped card is kept as is
+    atomic_write(model_card_path(ckpt_path), lambda f: f.write(json.dumps(card, indent=4) + "\n"))
     return card
 
 
