@@ -6,9 +6,22 @@ clustering and reconstruction" (2022).
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
-from . import clustering, data, engines, evaluation, handlers, losses, networks, optimizers, transforms, visualize
+from . import (
+    clustering,
+    data,
+    engines,
+    evaluation,
+    handlers,
+    inference,
+    losses,
+    networks,
+    optimizers,
+    transforms,
+    utils,
+    visualize,
+)
 
 __all__ = [
     "__version__",
@@ -17,9 +30,11 @@ __all__ = [
     "engines",
     "evaluation",
     "handlers",
+    "inference",
     "losses",
     "networks",
     "optimizers",
     "transforms",
+    "utils",
     "visualize",
 ]

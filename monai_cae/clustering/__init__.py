@@ -4,6 +4,7 @@ from .choose_k import K_CRITERIA, KSelection, choose_k
 from .elbow import ElbowResult, elbow_kmeans
 from .features import cluster_directions, l2_normalize, validate_features, validate_k, validate_k_values
 from .gmm import fit_gaussian_mixture, pca_project
+from .knn import knn_votes
 from .matching import hungarian_accuracy
 from .methods import CLUSTERING_METHODS, cluster_latent
 from .result import ClusteringResult, mean_direction_prototypes
@@ -25,6 +26,7 @@ __all__ = [
     "fit_gaussian_mixture",
     "fit_scan_head",
     "hungarian_accuracy",
+    "knn_votes",
     "l2_normalize",
     "mean_direction_prototypes",
     "nearest_neighbours",

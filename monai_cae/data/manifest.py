@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from monai.utils import optional_import
 from tqdm.auto import tqdm
 
+from monai_cae.utils.io import atomic_write
+
 from .dicom import RADIOGRAPH_MODALITIES, dicom_image_problem, header_fields, is_dicom_file, read_dicom_header
 from .privacy import pseudonymize
 from .unusable import DEFAULT_MAX_PIXELS, UnusableImageError, check_image_size, validate_max_pixels
@@ -447,9 +449,6 @@ def write_manifest(entries: Iterable[ManifestEntry], path: str, include_paths: b
         include_paths: write the file paths; when false the ``path`` column is left empty (paths often hold
             patient names or IDs, so pseudonymized reports leave them out and rely on ``image_id``).
     """
-
-    # imported here: monai_cae.engines imports the evaluation code, which may import this package
-    from monai_cae.engines.strata import atomic_write
 
     def write(f) -> None:
         writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from monai_cae.inference import ClusterGaussianSampler, embed_dataset, generate_stratum_images
+from monai_cae.utils.io import atomic_write
+
 from .distributed_inference import ShardedStrata, assign_strata_sharded, model_digest, shard_range
-from .embedding import embed_dataset
 from .knn_evaluator import KNNProbeEvaluator
 from .label_free_evaluator import LabelFreeEvaluator
 from .model_card import (
@@ -14,9 +16,8 @@ from .model_card import (
     write_model_card,
 )
 from .rng_state import RNGState
-from .sampling import ClusterGaussianSampler, generate_stratum_images
 from .step import CAEStep
-from .strata import StrataAssignment, atomic_write, load_model, write_assignments
+from .strata import StrataAssignment, load_model, write_assignments
 from .strata_evaluator import StrataEvaluator, assign_strata
 from .trainer import CAETrainer
 

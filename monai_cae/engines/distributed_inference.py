@@ -17,7 +17,9 @@ from monai_cae.data.cohort import CohortDataLoader
 from monai_cae.distributed import barrier, rank_and_world_size
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
-from .strata import StrataAssignment, atomic_write
+from monai_cae.utils.io import atomic_write
+
+from .strata import StrataAssignment
 from .strata_evaluator import assign_strata
 
 __all__ = ["ShardedStrata", "assign_strata_sharded", "model_digest", "shard_range"]

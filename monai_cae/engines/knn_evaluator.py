@@ -12,10 +12,10 @@ from monai.engines import Evaluator
 from monai.handlers import from_engine
 from monai.utils import CommonKeys as Keys
 
-from monai_cae.evaluation.knn import knn_votes
+from monai_cae.clustering.knn import knn_votes
+from monai_cae.inference.embedding import embed_dataset
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
-from .embedding import embed_dataset
 
 __all__ = ["KNNProbeEvaluator"]
 

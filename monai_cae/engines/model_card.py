@@ -14,11 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
-import monai_cae
+from monai_cae._version import __version__
 from monai_cae.data.cohort import PREPROCESSING
 from monai_cae.networks.nets import ContrastiveAutoEncoder, encoder_channels
 
-from .strata import atomic_write, load_model
+from monai_cae.utils.io import atomic_write
+
+from .strata import load_model
 
 __all__ = [
     "MODEL_CARD_NAME",
@@ -100,7 +102,7 @@ def write_model_card(
     if network.num_prototypes == 0:
         raise ValueError("the network has no prototypes: write the model card after prototype discovery.")
     card: dict[str, Any] = {
-        "monai_cae_version": monai_cae.__version__,
+        "monai_cae_version": __version__,
         "network": network.init_args,
         "img_size": network.init_args["img_size"],
         "num_strata": network.num_prototypes,

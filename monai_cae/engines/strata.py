@@ -5,16 +5,15 @@ from __future__ import annotations
 import csv
 import os
 import pickle
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from monai_cae.networks.nets import ContrastiveAutoEncoder
+from monai_cae.utils.io import atomic_write
 
-__all__ = ["StrataAssignment", "atomic_write", "load_model", "write_assignments"]
+__all__ = ["StrataAssignment", "load_model", "write_assignments"]
 
 
 @dataclass
@@ -105,30 +104,6 @@ def load_model(network: ContrastiveAutoEncoder, ckpt_path: str, device: torch.de
     if network.num_prototypes == 0:
         raise ValueError(f"{ckpt_path} holds no prototypes: training ended before prototype discovery.")
     return network.to(device).eval()
-
-
-def atomic_write(path: str, write: Callable, mode: str = "w") -> None:
-    """Write a file through a temporary sibling and an atomic rename, so readers never see half a file.
-
-    Args:
-        path: destination.
-        write: function receiving the open temporary file.
-        mode: file mode, ``"w"`` or ``"wb"``.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    # a plain exclusive open (not mkstemp, which makes the file private) gives the usual umask permissions
-    tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
-    try:
-        # UTF-8 whatever the locale: a header field can hold any character
-        text = {"newline": "", "encoding": "utf-8"} if "b" not in mode else {}
-        with open(tmp, mode.replace("w", "x"), **text) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def write_assignments(result: StrataAssignment, output_dir: str) -> dict[str, str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -15,13 +15,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
+from monai_cae.handlers.pseudo_classes import PseudoClassHandler
 from monai_cae.losses import CAELoss, LocalDiscriminationLoss
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
 from .step import CAEStep
-
-if TYPE_CHECKING:  # a run-time import would be circular: the handlers embed with monai_cae.engines
-    from monai_cae.handlers import PseudoClassHandler
 
 __all__ = ["CAETrainer"]
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from monai_cae.clustering.knn import knn_votes
+
 from .baselines import (
     kmeans_assigner,
     pca_features,
@@ -9,7 +11,6 @@ from .baselines import (
     train_supervised_resnet18,
 )
 from .cluster_mapping import ClusterLabelMapping
-from .knn import knn_votes
 from .linear_probe import LinearProbe
 from .metrics import classification_metrics, clustering_metrics, hungarian_accuracy, permutation_nmi
 from .protocol import evaluate_representation, labelled_subset, results_markdown, write_results

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .cluster_mapping import ClusterLabelMapping
-from .knn import knn_votes
+from monai_cae.clustering.knn import knn_votes
 from .linear_probe import LinearProbe
 from .metrics import classification_metrics, clustering_metrics
 

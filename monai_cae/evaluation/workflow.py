@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from monai.data import DataLoader, Dataset
 
-from monai_cae.engines.embedding import embed_dataset
-from monai_cae.engines.sampling import ClusterGaussianSampler
+from monai_cae.inference.embedding import embed_dataset
+from monai_cae.inference.sampling import ClusterGaussianSampler
+from monai_cae.visualize import plot_cluster_montage, plot_cluster_samples, plot_latent_tsne, plot_reconstructions
 
 from .baselines import prototype_assigner
 from .protocol import evaluate_representation, write_results
@@ -101,13 +102,6 @@ def evaluate_model(
 
 @torch.no_grad()
 def _draw_figures(network, splits, assign, results, output_dir, device, seed) -> None:
-    from monai_cae.visualize import (
-        plot_cluster_montage,
-        plot_cluster_samples,
-        plot_latent_tsne,
-        plot_reconstructions,
-    )
-
     mapping = np.asarray(results["_meta"]["cluster_to_label"])
     k = network.num_prototypes
     prototypes = network.prototypes.detach()

@@ -23,7 +23,7 @@ from monai_cae.clustering import (
     elbow_kmeans,
 )
 from monai_cae.distributed import broadcast_matrix, rank_and_world_size
-from monai_cae.engines.embedding import embed_dataset
+from monai_cae.inference.embedding import embed_dataset
 
 __all__ = ["PrototypeDiscoveryHandler"]
 

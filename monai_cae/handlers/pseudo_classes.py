@@ -12,7 +12,7 @@ from sklearn.cluster import AgglomerativeClustering
 from torch import nn
 
 from monai_cae.distributed import broadcast_matrix, rank_and_world_size
-from monai_cae.engines.embedding import embed_dataset
+from monai_cae.inference.embedding import embed_dataset
 from monai_cae.losses import NTXentLoss
 
 __all__ = ["NEGATIVES", "PseudoClassHandler", "agglomerative_pseudo_classes", "cluster_aware_negatives"]

@@ -8,7 +8,7 @@ import torch
 from ignite.engine import Engine, Events
 from torch.utils.tensorboard import SummaryWriter
 
-from monai_cae.engines.embedding import embed_dataset
+from monai_cae.inference.embedding import embed_dataset
 
 __all__ = ["TensorBoardCAEHandler", "image_grid"]
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-import monai_cae
+from monai_cae._version import __version__
 
 from .tables import OutlierThreshold, patient_rows, stratum_transitions
 
@@ -279,7 +279,7 @@ def report_content(
     n_outliers = sum(bool(r["outlier"]) for r in rows)
     processed = len(rows)
     return {
-        "version": monai_cae.__version__,
+        "version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "status": "ok" if processed else "failed",
         "message": "" if processed else "No image could be processed: every file is listed in skipped.csv.",

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import torch
 
-from monai_cae.engines.strata import atomic_write
+from monai_cae.utils.io import atomic_write
 
 __all__ = ["STRATA_NAMES_FILE", "read_stratum_names", "strata_names_path", "write_stratum_names"]
 

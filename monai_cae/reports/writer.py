@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import csv
-import ctypes
 import dataclasses
 import json
 import os
 import re
 import shutil
 import socket
-import sys
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -21,8 +19,9 @@ import torch
 from monai_cae.data.cohort import CohortDataset
 from monai_cae.data.unusable import UnusableImageError
 from monai_cae.data.manifest import PROCESSED, REPORT_MARKER, SKIPPED, csv_cell, display_text, write_manifest
-from monai_cae.engines.strata import StrataAssignment, atomic_write, write_assignments
+from monai_cae.engines.strata import StrataAssignment, write_assignments
 from monai_cae.networks.nets import ContrastiveAutoEncoder
+from monai_cae.utils.io import atomic_write, publish_folder
 
 from .figures import data_uri, decode_prototypes, image_png, latent_map_png, stratum_latent_norms
 from .html import THUMBNAIL_WIDTH, render_report_html
@@ -66,47 +65,6 @@ def check_output_dir(output_dir: str, overwrite: bool = False) -> None:
         existing = os.path.dirname(existing)
     if not os.access(existing, os.W_OK | os.X_OK):
         raise PermissionError(f"cannot write the report: {existing} is not writable.")
-
-
-def _exchange(a: str, b: str) -> bool:
-    # renameat2(RENAME_EXCHANGE) swaps two folders in one atomic step (Linux >= 3.15, glibc >= 2.28)
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-
-
-def publish_folder(staging: str, output_dir: str, overwrite: bool = False) -> None:
-    """Move a finished staging folder to ``output_dir`` so that readers see the old folder or the new, never half.
-
-    A missing or empty ``output_dir`` is replaced by one ``rename``; an existing one (with ``overwrite``) is swapped
-    with ``renameat2(RENAME_EXCHANGE)``, then removed. Where that call is missing, the old folder is renamed aside
-    first (a kill between the two renames leaves it complete under ``<staging>.old``).
-
-    Args:
-        staging: the finished folder, on the same file system as ``output_dir``.
-        output_dir: destination.
-        overwrite: whether a non-empty ``output_dir`` may be replaced.
-
-    Raises:
-        FileExistsError: when ``output_dir`` is not empty and ``overwrite`` is false.
-    """
-    if os.path.isdir(output_dir) and os.listdir(output_dir):
-        if not overwrite:
-            raise FileExistsError(f"output_dir {os.path.abspath(output_dir)} already holds a report; pass --overwrite.")
-        if _exchange(staging, output_dir):
-            shutil.rmtree(staging)
-            return
-        aside = staging + ".old"
-        os.rename(output_dir, aside)
-        os.rename(staging, output_dir)
-        shutil.rmtree(aside)
-        return
-    os.rename(staging, output_dir)  # POSIX rename replaces an empty folder atomically
 
 
 def _write_rows(path: str, columns: Sequence[str], rows: Sequence[dict]) -> None:

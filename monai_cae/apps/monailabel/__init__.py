@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 
+from monai_cae.apps.bundle import bundle_dir
+
 __all__ = ["APP_DIR", "DEFAULT_BUNDLE_PATH", "UVICORN_APP"]
 
 APP_DIR = os.path.dirname(os.path.abspath(__file__))
 """The app folder to pass to ``monailabel start_server --app``."""
 
-DEFAULT_BUNDLE_PATH = os.path.normpath(os.path.join(APP_DIR, "..", "..", "..", "bundles", "cae"))
-"""The bundle of a source checkout (``bundles/cae`` at the repository root); ``--conf bundle_path`` overrides it."""
+DEFAULT_BUNDLE_PATH = bundle_dir()
+"""The installed bundle, with its shipped model (``bundles/cae`` of a source checkout); ``--conf bundle_path``
+overrides it."""
 
 UVICORN_APP = "monai_cae.apps.monailabel.server:app"
 """MONAI Label's server application behind the pydicom 3 fix (``start_server --uvicorn_app``)."""

@@ -24,7 +24,7 @@ from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
 from monailabel.interfaces.datastore import Datastore  # noqa: E402
 from monailabel.tasks.activelearning.random import Random  # noqa: E402
 
-import monai_cae  # noqa: E402
+from monai_cae._version import __version__  # noqa: E402
 from monai_cae.apps.monailabel import DEFAULT_BUNDLE_PATH  # noqa: E402
 from monai_cae.data import UnusableImageError  # noqa: E402
 from lib.bundle_model import ImageNotFoundError, ModelNotReadyError  # noqa: E402
@@ -55,7 +55,7 @@ class CAEApp(MONAILabelApp):
             conf=conf,
             name="monai_cae",
             description="Unsupervised patient strata of chest X-rays (contrastive autoencoder prototypes)",
-            version=monai_cae.__version__,
+            version=__version__,
         )
 
     def init_datastore(self) -> Datastore:

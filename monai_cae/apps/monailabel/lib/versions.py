@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from monai_cae.engines import atomic_write
+from monai_cae.utils.io import atomic_write
 
 __all__ = [
     "POINTER_NAME",

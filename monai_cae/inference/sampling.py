@@ -7,6 +7,9 @@ from collections.abc import Iterable
 
 import numpy as np
 import torch
+from PIL import Image
+
+from .embedding import embed_dataset
 
 __all__ = ["ClusterGaussianSampler", "generate_stratum_images"]
 
@@ -115,10 +118,6 @@ def generate_stratum_images(
     Raises:
         ValueError: for a stratum outside ``[0, K)`` or a non-positive ``num_samples``.
     """
-    from PIL import Image
-
-    from .embedding import embed_dataset
-
     num_prototypes = network.num_prototypes
     if not 0 <= stratum < num_prototypes:
         raise ValueError(f"stratum must be in [0, {num_prototypes}), got {stratum}.")

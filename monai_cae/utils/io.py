@@ -1,0 +1,77 @@
+"""Writing files and folders so that a reader, or a run killed half-way, never sees them half written."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Callable
+
+__all__ = ["atomic_write", "publish_folder"]
+
+
+def atomic_write(path: str, write: Callable, mode: str = "w") -> None:
+    """Write a file through a temporary sibling and an atomic rename, so readers never see half a file.
+
+    Args:
+        path: destination.
+        write: function receiving the open temporary file.
+        mode: file mode, ``"w"`` or ``"wb"``.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    # a plain exclusive open (not mkstemp, which makes the file private) gives the usual umask permissions
+    tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+    try:
+        # UTF-8 whatever the locale: a header field can hold any character
+        text = {"newline": "", "encoding": "utf-8"} if "b" not in mode else {}
+        with open(tmp, mode.replace("w", "x"), **text) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _exchange(a: str, b: str) -> bool:
+    # renameat2(RENAME_EXCHANGE) swaps two folders in one atomic step (Linux >= 3.15, glibc >= 2.28)
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def publish_folder(staging: str, output_dir: str, overwrite: bool = False) -> None:
+    """Move a finished staging folder to ``output_dir`` so that readers see the old folder or the new, never half.
+
+    A missing or empty ``output_dir`` is replaced by one ``rename``; an existing one (with ``overwrite``) is swapped
+    with ``renameat2(RENAME_EXCHANGE)``, then removed. Where that call is missing, the old folder is renamed aside
+    first (a kill between the two renames leaves it complete under ``<staging>.old``).
+
+    Args:
+        staging: the finished folder, on the same file system as ``output_dir``.
+        output_dir: destination.
+        overwrite: whether a non-empty ``output_dir`` may be replaced.
+
+    Raises:
+        FileExistsError: when ``output_dir`` is not empty and ``overwrite`` is false.
+    """
+    if os.path.isdir(output_dir) and os.listdir(output_dir):
+        if not overwrite:
+            raise FileExistsError(f"output_dir {os.path.abspath(output_dir)} already holds a report; pass --overwrite.")
+        if _exchange(staging, output_dir):
+            shutil.rmtree(staging)
+            return
+        aside = staging + ".old"
+        os.rename(output_dir, aside)
+        os.rename(staging, output_dir)
+        shutil.rmtree(aside)
+        return
+    os.rename(staging, output_dir)  # POSIX rename replaces an empty folder atomically
