@@ -11,10 +11,11 @@ import sys
 
 import numpy as np
 import pytest
+import ignite.distributed as idist
 import torch
 
 from monai_cae.data import make_dataset
-from monai_cae.distributed import broadcast_matrix, local_batch_size, rank_and_world_size
+from monai_cae.distributed import broadcast_matrix, local_batch_size
 from monai_cae.engines import (
     CAEStep,
     CAETrainer,
@@ -52,7 +53,7 @@ def item_dataset(n: int = 23) -> list[dict]:
 
 
 def test_helpers_without_process_group() -> None:
-    assert rank_and_world_size() == (0, 1)
+    assert (idist.get_rank(), idist.get_world_size()) == (0, 1)
     assert local_batch_size(256) == 256
     with pytest.raises(ValueError, match="got 0"):
         local_batch_size(0)

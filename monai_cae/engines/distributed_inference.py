@@ -9,12 +9,12 @@ import shutil
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
 from monai_cae.data.cohort import CohortDataLoader
-from monai_cae.distributed import barrier, rank_and_world_size
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
 from monai_cae.utils.io import atomic_write
@@ -163,7 +163,7 @@ def assign_strata_sharded(
         ValueError: for an invalid ``rank`` / ``world_size`` pair.
         FileNotFoundError: on rank 0, when another rank's shard is missing or stale after the barrier.
     """
-    default_rank, default_world_size = rank_and_world_size()
+    default_rank, default_world_size = idist.get_rank(), idist.get_world_size()
     rank = default_rank if rank is None else rank
     world_size = default_world_size if world_size is None else world_size
     length = len(dataset)  # type: ignore[arg-type]
@@ -180,7 +180,7 @@ def assign_strata_sharded(
         loader = CohortDataLoader(Subset(dataset, shard_range(length, rank, world_size)), batch_size, num_workers)
         assignment = assign_strata(network, loader, device, progress)
         _write_shard(path(rank), ShardedStrata(assignment, list(loader.skipped)), identity(rank))
-    barrier()
+    idist.barrier()
     if rank != 0:
         return None
     parts = [_read_shard(path(r), identity(r)) for r in range(world_size)]

@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
@@ -22,7 +23,7 @@ from monai_cae.clustering import (
     cluster_latent,
     elbow_kmeans,
 )
-from monai_cae.distributed import broadcast_matrix, rank_and_world_size
+from monai_cae.distributed import broadcast_matrix
 from monai_cae.inference.embedding import embed_dataset
 
 __all__ = ["PrototypeDiscoveryHandler"]
@@ -124,7 +125,7 @@ class PrototypeDiscoveryHandler:
 
     def __call__(self, engine: Engine) -> None:
         network = engine.network
-        if rank_and_world_size()[0] > 0:
+        if idist.get_rank() > 0:
             network.set_prototypes(broadcast_matrix(None, engine.state.device))
             return
         network.eval()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from sklearn.cluster import AgglomerativeClustering
 from torch import nn
 
-from monai_cae.distributed import broadcast_matrix, rank_and_world_size
+from monai_cae.distributed import broadcast_matrix
 from monai_cae.inference.embedding import embed_dataset
 from monai_cae.losses import NTXentLoss
 
@@ -161,7 +162,7 @@ class PseudoClassHandler:
         """Recompute the table from ``engine.network``'s current encoder."""
         epoch = engine.state.epoch
         table = None
-        rank = rank_and_world_size()[0]
+        rank = idist.get_rank()
         if rank == 0:
             network = engine.network
             network.eval()

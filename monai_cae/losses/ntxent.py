@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 import torch.distributed as dist
 import torch.distributed._functional_collectives as functional_collectives
 import torch.nn.functional as F
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
-
-from monai_cae.distributed import rank_and_world_size
 
 __all__ = ["NTXentLoss"]
 
@@ -128,7 +127,7 @@ class NTXentLoss(_Loss):
             pseudo_labels = pseudo_labels.to(device=z1.device, dtype=torch.long)
         z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
         anchors = torch.cat([z1, z2], dim=0)
-        rank, world_size = rank_and_world_size() if self.gather_distributed else (0, 1)
+        rank, world_size = (idist.get_rank(), idist.get_world_size()) if self.gather_distributed else (0, 1)
         if world_size > 1:
             # the differentiable gather torch 2.13 recommends (torch.distributed.nn.functional.all_gather is
             # deprecated); its backward sums every rank's gradient into the rank that produced the rows
