@@ -17,7 +17,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from monai_cae.data import ArrayImageDataset
 from monai_cae.engines import CAETrainer
-from monai_cae.handlers import PseudoClassHandler, agglomerative_pseudo_classes, cluster_aware_negatives
+from monai_cae.clustering import agglomerative_pseudo_classes
+from monai_cae.handlers import PseudoClassHandler, cluster_aware_negatives
 from monai_cae.losses import CAELoss, NTXentLoss
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 from monai_cae.transforms import BatchPositivePair

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from .agglomerative import agglomerative_pseudo_classes
 from .choose_k import K_CRITERIA, KSelection, choose_k
 from .elbow import ElbowResult, elbow_kmeans
 from .features import cluster_directions, l2_normalize, validate_features, validate_k, validate_k_values
@@ -12,6 +13,7 @@ from .scan import SCANHead, fit_scan_head, nearest_neighbours
 from .spherical import SphericalKMeans
 
 __all__ = [
+    "agglomerative_pseudo_classes",
     "CLUSTERING_METHODS",
     "ClusteringResult",
     "ElbowResult",

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from .prototype_discovery import PrototypeDiscoveryHandler
-from .pseudo_classes import NEGATIVES, PseudoClassHandler, agglomerative_pseudo_classes, cluster_aware_negatives
+from .pseudo_classes import NEGATIVES, PseudoClassHandler, cluster_aware_negatives
 from .tensorboard_cae import TensorBoardCAEHandler, image_grid
 from .utils import latest_checkpoint, loss_parts
 
@@ -10,7 +10,6 @@ __all__ = [
     "PrototypeDiscoveryHandler",
     "PseudoClassHandler",
     "TensorBoardCAEHandler",
-    "agglomerative_pseudo_classes",
     "cluster_aware_negatives",
     "image_grid",
     "latest_checkpoint",

@@ -6,17 +6,16 @@ import logging
 from collections.abc import Iterable
 
 import ignite.distributed as idist
-import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from sklearn.cluster import AgglomerativeClustering
 from torch import nn
 
+from monai_cae.clustering.agglomerative import agglomerative_pseudo_classes
 from monai_cae.distributed import broadcast_matrix
 from monai_cae.inference.embedding import embed_dataset
 from monai_cae.losses import NTXentLoss
 
-__all__ = ["NEGATIVES", "PseudoClassHandler", "agglomerative_pseudo_classes", "cluster_aware_negatives"]
+__all__ = ["NEGATIVES", "PseudoClassHandler", "cluster_aware_negatives"]
 
 NEGATIVES = ("all", "cluster_aware")
 
@@ -39,50 +38,6 @@ def cluster_aware_negatives(negatives: str) -> bool:
     return negatives == "cluster_aware"
 
 
-def agglomerative_pseudo_classes(
-    features: np.ndarray, n_clusters: int, max_fit_samples: int = 5000, seed: int = 0
-) -> np.ndarray:
-    """Pseudo-classes by Ward agglomerative clustering of L2-normalised features.
-
-    Ward linkage needs the pairwise distances of the points it clusters (scikit-learn goes through SciPy's
-    condensed distance matrix), ``O(N^2)`` memory and time. Beyond ``max_fit_samples`` points the tree is built on a
-    random subsample of that size, and every other point joins the cluster with the nearest centroid (the clusters'
-    means, in the normalised space), which keeps the cost at ``O(max_fit_samples^2 + N k)``.
-
-    Args:
-        features: ``(N, D)`` features.
-        n_clusters: number of pseudo-classes.
-        max_fit_samples: the most points the tree is built on.
-        seed: seed of the subsample.
-
-    Returns:
-        ``(N,)`` int64 pseudo-classes in ``[0, n_clusters)``.
-
-    Raises:
-        ValueError: for features that are not a 2D matrix, ``n_clusters`` below 2 or above the number of points
-            clustered, or ``max_fit_samples`` below 2.
-    """
-    features = np.asarray(features, dtype=np.float64)
-    if features.ndim != 2:
-        raise ValueError(f"features must be an (N, D) matrix, got shape {features.shape}.")
-    if max_fit_samples < 2:
-        raise ValueError(f"max_fit_samples must be at least 2, got {max_fit_samples}.")
-    fitted = min(len(features), max_fit_samples)
-    if not 2 <= n_clusters <= fitted:
-        raise ValueError(f"n_clusters must be in [2, {fitted}] for {len(features)} points, got {n_clusters}.")
-    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-    ward = AgglomerativeClustering(n_clusters=n_clusters, linkage="ward")
-    if len(unit) <= max_fit_samples:
-        return ward.fit_predict(unit).astype(np.int64)
-    subset = np.sort(np.random.default_rng(seed).choice(len(unit), max_fit_samples, replace=False))
-    subset_labels = ward.fit_predict(unit[subset])
-    centroids = np.stack([unit[subset][subset_labels == c].mean(axis=0) for c in range(n_clusters)])
-    # nearest centroid by squared distance; |x|^2 is the same for every centroid, so it is left out
-    labels = np.argmin((centroids**2).sum(axis=1)[None, :] - 2.0 * unit @ centroids.T, axis=1)
-    labels[subset] = subset_labels
-    return labels.astype(np.int64)
-
-
 class PseudoClassHandler:
     """Pseudo-classes of the training images from the current encoder, refreshed every ``interval`` epochs.
 
@@ -91,7 +46,7 @@ class PseudoClassHandler:
     unsupervised manner" and avoids "the selection of negatives from the same pseudo-class". Here the autoencoder
     is the one being trained: when a phase-1 epoch starts (the first one, then every ``interval`` epochs), the
     handler embeds ``data_loader`` with the encoder, clusters the latents with
-    :func:`agglomerative_pseudo_classes`, and keeps a table from dataset index to pseudo-class, which
+    :func:`~monai_cae.clustering.agglomerative_pseudo_classes`, and keeps a table from dataset index to pseudo-class, which
     :meth:`lookup` reads for each training batch (:class:`~monai_cae.engines.CAETrainer` passes the result to
     :class:`~monai_cae.losses.NTXentLoss` as ``pseudo_labels``). Phase 2 trains no contrastive loss, so nothing is
     refreshed there.
@@ -109,7 +64,7 @@ class PseudoClassHandler:
             index under ``index_key`` (the indices the training batches carry).
         num_classes: number of pseudo-classes.
         interval: epochs between refreshes.
-        seed: seed of the clustering subsample (see :func:`agglomerative_pseudo_classes`).
+        seed: seed of the clustering subsample (see :func:`~monai_cae.clustering.agglomerative_pseudo_classes`).
         max_fit_samples: the most images the hierarchical clustering is fitted on.
         loss: optional loss whose NT-Xent negative queues are emptied at every refresh, because each clustering
             numbers its classes afresh and the queued entries' old numbers would mask the wrong negatives.
