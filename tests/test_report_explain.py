@@ -19,7 +19,7 @@ from pydicom.uid import generate_uid
 from monai_cae.data import CohortDataLoader, CohortDataset, scan_archive, write_manifest
 from monai_cae.data.dicom import HEADER_FIELDS, header_fields
 from monai_cae.data.manifest import ManifestEntry
-from monai_cae.engines.strata import StrataAssignment
+from monai_cae.inference import StrataAssignment
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 from monai_cae.reports import (
     DigestingLoader,

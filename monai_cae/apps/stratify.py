@@ -36,6 +36,7 @@ from monai_cae.data.dicom import RADIOGRAPH_MODALITIES
 from monai_cae.engines.model_card import load_trained_model, model_card_path
 from monai_cae.handlers import latest_checkpoint
 from monai_cae.reports.cli import pseudonymize_key, selection
+from monai_cae.reports.options import ReportOptions
 from monai_cae.reports.pipeline import generate_report
 from monai_cae.reports.tables import training_outlier_threshold
 from monai_cae.reports.writer import NoImagesError, check_output_dir
@@ -194,8 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  not args.quiet, **_training_overrides(args))
         device = torch.device(args.device)
         network = load_trained_model(model_path, device, img_size=args.img_size)
-        report = generate_report(
-            network, args.archive, report_dir, img_size=network.encoder.img_size, modalities=selection(args.modalities),
+        report = generate_report(network, args.archive, report_dir, ReportOptions(
+            modalities=selection(args.modalities),
             views=selection(args.views), body_parts=selection(args.body_parts), pseudonymize_key=key,
             overwrite=args.overwrite or args.resume, thumbnails=not args.no_thumbnails,
             outlier_threshold=training_outlier_threshold(model_path, args.outlier_percentile),
@@ -203,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cache_dir=os.path.join(args.output_dir, "train", "cache") if args.model is None else None,
             num_workers=args.num_workers, device=device, model_name=os.path.basename(model_path),
             progress=not args.quiet,
-        )
+        ))
     except NoImagesError as e:
         print(f"monai-cae-stratify: {e}", file=sys.stderr)
         return 1

@@ -21,10 +21,13 @@ from .dicom import (
 from .manifest import (
     MANIFEST_COLUMNS,
     ManifestEntry,
+    ManifestStore,
+    SelectedEntries,
     probe_file,
     read_image_shape,
     read_manifest,
     scan_archive,
+    walk_archive_files,
     write_manifest,
 )
 from .cohort import (
@@ -63,10 +66,13 @@ __all__ = [
     "read_dicom_header",
     "MANIFEST_COLUMNS",
     "ManifestEntry",
+    "ManifestStore",
+    "SelectedEntries",
     "probe_file",
     "read_image_shape",
     "read_manifest",
     "scan_archive",
+    "walk_archive_files",
     "write_manifest",
     "CohortDataLoader",
     "CohortDataset",

@@ -26,7 +26,7 @@ from monai.utils import ensure_tuple_rep
 from torch.utils.data import default_collate
 
 from .dicom import DicomRadiographReader, is_dicom_file
-from .manifest import NIFTI_EXTENSIONS, SELECTED, ManifestEntry, read_image_shape
+from .manifest import NIFTI_EXTENSIONS, SELECTED, ManifestEntry, ManifestStore, read_image_shape
 from .unusable import DEFAULT_MAX_PIXELS, UnusableImageError, check_image_size, validate_max_pixels
 
 __all__ = [
@@ -213,6 +213,24 @@ def _explain(error: BaseException) -> tuple[str, str]:
     return "corrupt", f"cannot be loaded ({type(innermost).__name__}: {message})"
 
 
+class _LoadingItems(Sequence[dict]):
+    """What the loading transform reads of each entry, made when it is asked for (no list as long as the archive)."""
+
+    def __init__(self, entries: Sequence[ManifestEntry], file_state: bool) -> None:
+        self.entries, self.file_state = entries, file_state
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> dict:  # type: ignore[override]
+        entry = self.entries[index]
+        item = {"image": entry.path, "format": entry.format}
+        if self.file_state:  # a cache key that changes with the file
+            st = os.stat(entry.path)
+            item["file_state"] = f"{st.st_size}-{st.st_mtime_ns}"
+        return item
+
+
 class CohortDataset(torch.utils.data.Dataset):
     """The selected images of an archive manifest, loaded and preprocessed one at a time.
 
@@ -220,11 +238,13 @@ class CohortDataset(torch.utils.data.Dataset):
     ``{"image", "index", "id", "label", "ok", "reason", "detail"}``: ``index`` is the position in
     :attr:`entries`, ``id`` the entry's image id, ``label`` is ``-1``. An image that fails to load does not stop
     anything: its item has ``ok`` false, a reason code and a detail, and no image; :class:`CohortDataLoader` drops it
-    and records why. Nothing is held in memory but the file list.
+    and records why. Nothing is held in memory but the file list (not even that with a
+    :class:`~monai_cae.data.ManifestStore`).
 
     Args:
         entries: manifest entries (e.g. from :func:`~monai_cae.data.scan_archive`); only those with status
-            ``"selected"`` are loaded.
+            ``"selected"`` are loaded. A :class:`~monai_cae.data.ManifestStore` is read from its file, one entry at a
+            time, and its selected entries are those it numbered.
         img_size: model input size.
         cache_dir: optional folder for a ``monai.data.PersistentDataset`` cache of preprocessed images, keyed by
             path, size and modification time (a changed file is decoded again) and by ``img_size``.
@@ -240,14 +260,15 @@ class CohortDataset(torch.utils.data.Dataset):
         transform: Callable | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        self.manifest = list(entries)
-        self.entries = [e for e in self.manifest if e.status == SELECTED]
+        if isinstance(entries, ManifestStore):
+            self.manifest: Sequence[ManifestEntry] = entries
+            self.entries: Sequence[ManifestEntry] = entries.selected()
+        else:
+            self.manifest = list(entries)
+            self.entries = [e for e in self.manifest if e.status == SELECTED]
         transform = transform or cohort_transform(img_size, max_pixels=max_pixels)
-        items = [{"image": e.path, "format": e.format} for e in self.entries]
+        items = _LoadingItems(self.entries, file_state=bool(cache_dir))
         if cache_dir:
-            for item in items:
-                st = os.stat(item["image"])
-                item["file_state"] = f"{st.st_size}-{st.st_mtime_ns}"
             size = "x".join(str(s) for s in ensure_tuple_rep(img_size, 2))
             self.data: Dataset = PersistentDataset(items, transform, cache_dir=os.path.join(cache_dir, size))
         else:

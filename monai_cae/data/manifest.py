@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import os
 import re
+import sqlite3
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from monai.utils import optional_import
@@ -27,9 +29,12 @@ __all__ = [
     "CHEST_BODY_PARTS",
     "REPORT_MARKER",
     "ManifestEntry",
+    "ManifestStore",
+    "SelectedEntries",
     "csv_cell",
     "display_text",
     "list_archive_files",
+    "walk_archive_files",
     "probe_file",
     "read_image_shape",
     "read_manifest",
@@ -155,6 +160,187 @@ class ManifestEntry:
 
 MANIFEST_COLUMNS = tuple(f.name for f in dataclasses.fields(ManifestEntry))
 
+_INTEGER_COLUMNS = ("rows", "columns")
+_QUOTED_COLUMNS = ", ".join(f'"{name}"' for name in MANIFEST_COLUMNS)
+_STORE_CHUNK = 2048  # rows written or read per statement: bounded memory, few round trips
+
+
+def _cell(value: str | int) -> bytes | int:
+    # file names and header text may hold surrogate escapes, which SQLite's UTF-8 text refuses: kept as bytes
+    return value if isinstance(value, int) else value.encode("utf-8", "surrogateescape")
+
+
+def _entry(row: Sequence) -> ManifestEntry:
+    return ManifestEntry(*(v if isinstance(v, int) else v.decode("utf-8", "surrogateescape") for v in row))
+
+
+class ManifestStore(Sequence[ManifestEntry]):
+    """Every entry of an archive manifest, in an SQLite file, read and written a chunk at a time.
+
+    Index ``i`` is the ``i``-th entry appended (path order for :func:`~monai_cae.data.scan_archive`). An entry read
+    is a copy: a change is kept by :meth:`update`. Each process opens its own connection, so that the loader
+    workers of a :class:`~monai_cae.data.CohortDataset` read the file too.
+
+    Args:
+        path: the SQLite file; created (with an empty manifest) when it does not exist.
+
+    Raises:
+        ValueError: when ``path`` is an SQLite file without a manifest.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        self._connection: sqlite3.Connection | None = None
+        self._pid = -1
+        columns = ", ".join(
+            f'"{name}" {"INTEGER" if name in _INTEGER_COLUMNS else "BLOB"}' for name in MANIFEST_COLUMNS
+        )
+        with self.connection:
+            # selected_index: the entry's position among the selected ones, the index of a CohortDataset
+            self.connection.execute(f"CREATE TABLE IF NOT EXISTS manifest ({columns}, selected_index INTEGER)")
+            self.connection.execute("CREATE INDEX IF NOT EXISTS by_selected ON manifest (selected_index)")
+        names = [row[1] for row in self.connection.execute("PRAGMA table_info(manifest)")]
+        if names[: len(MANIFEST_COLUMNS)] != list(MANIFEST_COLUMNS):
+            raise ValueError(f"{self.path} holds another table 'manifest' (columns {names}).")
+        self._length = self.connection.execute("SELECT COUNT(*) FROM manifest").fetchone()[0]
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """This process's connection (a forked loader worker opens its own)."""
+        if self._connection is None or self._pid != os.getpid():
+            self._connection = sqlite3.connect(self.path, check_same_thread=False)
+            # a scratch file of the run: a crash loses the run, never data, so the journal is not worth its writes
+            self._connection.execute("PRAGMA journal_mode=OFF")
+            self._connection.execute("PRAGMA synchronous=OFF")
+            self._pid = os.getpid()
+        return self._connection
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_connection": None, "_pid": -1}
+
+    def close(self) -> None:
+        """Close this process's connection (the next access opens it again)."""
+        if self._connection is not None and self._pid == os.getpid():
+            self._connection.close()
+        self._connection = None
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int) -> ManifestEntry:  # type: ignore[override]
+        if not -self._length <= index < self._length:
+            raise IndexError(f"manifest index {index} out of range for {self._length} entries.")
+        index %= self._length
+        row = self.connection.execute(f"SELECT {_QUOTED_COLUMNS} FROM manifest WHERE rowid = ?", (index + 1,)).fetchone()
+        return _entry(row)
+
+    def __iter__(self) -> Iterator[ManifestEntry]:
+        return self.where()
+
+    def where(self, status: str | None = None) -> Iterator[ManifestEntry]:
+        """The entries in order, all or those of one status, read a chunk at a time."""
+        last = 0
+        condition = "" if status is None else "AND status = ?"
+        while True:
+            rows = self.connection.execute(
+                f"SELECT rowid, {_QUOTED_COLUMNS} FROM manifest WHERE rowid > ? {condition} ORDER BY rowid LIMIT {_STORE_CHUNK}",
+                (last,) if status is None else (last, _cell(status)),
+            ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield from (_entry(row[1:]) for row in rows)
+
+    def append(self, entries: Iterable[ManifestEntry]) -> None:
+        """Add entries at the end, a chunk per transaction."""
+        chunk: list[tuple] = []
+        marks = ", ".join("?" * len(MANIFEST_COLUMNS))
+        for entry in itertools.chain(entries, [None]):
+            if entry is not None:
+                chunk.append(tuple(_cell(getattr(entry, name)) for name in MANIFEST_COLUMNS))
+            if chunk and (entry is None or len(chunk) == _STORE_CHUNK):
+                with self.connection:
+                    self.connection.executemany(f"INSERT INTO manifest ({_QUOTED_COLUMNS}) VALUES ({marks})", chunk)
+                self._length += len(chunk)
+                chunk = []
+
+    def update(self, index: int, entry: ManifestEntry) -> None:
+        """Write ``entry`` over the entry at ``index``."""
+        assignments = ", ".join(f'"{name}" = ?' for name in MANIFEST_COLUMNS)
+        with self.connection:
+            self.connection.execute(
+                f"UPDATE manifest SET {assignments} WHERE rowid = ?",
+                (*(_cell(getattr(entry, name)) for name in MANIFEST_COLUMNS), index + 1),
+            )
+
+    def indices_sharing(self, column: str) -> Iterator[list[int]]:
+        """Indices of the selected entries that share a non-empty value of ``column`` (e.g. SOPInstanceUID), per
+        value, each group in order."""
+        if column not in MANIFEST_COLUMNS:
+            raise ValueError(f"column must be one of {MANIFEST_COLUMNS}, got {column!r}.")
+        groups = self.connection.execute(
+            f'SELECT group_concat(rowid - 1) FROM (SELECT rowid, "{column}" AS value FROM manifest '
+            f'WHERE status = ? AND length("{column}") > 0 ORDER BY rowid) GROUP BY value HAVING COUNT(*) > 1',
+            (_cell(SELECTED),),
+        )
+        for (indices,) in groups.fetchall():
+            yield [int(i) for i in indices.split(",")]
+
+    def set_selected_status(self, selected_indices: Iterable[int], status: str) -> None:
+        """Set the status of some selected entries, given by their selected index (as the report marks the images
+        it processed)."""
+        with self.connection:
+            self.connection.executemany(
+                "UPDATE manifest SET status = ? WHERE selected_index = ?",
+                ((_cell(status), int(i)) for i in selected_indices),
+            )
+
+    def index_selected(self) -> int:
+        """Number the selected entries in order (:class:`SelectedEntries`); returns how many there are."""
+        with self.connection:
+            self.connection.execute("UPDATE manifest SET selected_index = NULL")
+            self.connection.execute(
+                "UPDATE manifest SET selected_index = (SELECT n FROM (SELECT rowid AS r, ROW_NUMBER() OVER "
+                "(ORDER BY rowid) - 1 AS n FROM manifest WHERE status = ?) WHERE r = manifest.rowid) "
+                "WHERE status = ?", (_cell(SELECTED), _cell(SELECTED)),
+            )
+        return self.connection.execute("SELECT COUNT(selected_index) FROM manifest").fetchone()[0]
+
+    def selected(self) -> SelectedEntries:
+        """The selected entries, numbered by the last :meth:`index_selected`."""
+        return SelectedEntries(self)
+
+
+class SelectedEntries(Sequence[ManifestEntry]):
+    """The selected entries of a :class:`ManifestStore`, by their ``selected_index``.
+
+    Args:
+        store: the manifest.
+    """
+
+    def __init__(self, store: ManifestStore) -> None:
+        self.store = store
+        self._length = store.connection.execute("SELECT COUNT(selected_index) FROM manifest").fetchone()[0]
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int) -> ManifestEntry:  # type: ignore[override]
+        return self.store[self.manifest_index(index)]
+
+    def manifest_index(self, index: int) -> int:
+        """The manifest index of the ``index``-th selected entry.
+
+        Raises:
+            IndexError: for an index outside ``[0, len)``.
+        """
+        row = self.store.connection.execute(
+            "SELECT rowid - 1 FROM manifest WHERE selected_index = ?", (int(index),)
+        ).fetchone()
+        if row is None:
+            raise IndexError(f"selected index {index} out of range for {self._length} entries.")
+        return row[0]
+
 
 def _identity(folder: str) -> tuple[int, int]:
     # the same folder by any path (relative, through a link)
@@ -162,8 +348,9 @@ def _identity(folder: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def list_archive_files(root: str, exclude: Sequence[str] = ()) -> list[str]:
-    """Every file below ``root`` that belongs to the archive, in sorted path order (the walk of :func:`scan_archive`).
+def walk_archive_files(root: str, exclude: Sequence[str] = ()) -> Iterator[str]:
+    """Every file below ``root`` that belongs to the archive, in sorted path order (the walk of :func:`scan_archive`),
+    one folder in memory at a time.
 
     Folders written by :func:`~monai_cae.reports.write_report` (holding :data:`REPORT_MARKER`), staging folders of a
     killed run and the folders in ``exclude`` are left out with everything below them. Links, FIFOs and other special
@@ -173,19 +360,22 @@ def list_archive_files(root: str, exclude: Sequence[str] = ()) -> list[str]:
         root: the archive folder.
         exclude: folders not to list.
 
-    Returns:
+    Yields:
         The paths, joined to ``root``.
     """
     excluded = {_identity(folder) for folder in exclude if os.path.isdir(folder)}
-    found = []
     for folder, dirs, names in os.walk(root):
         written = REPORT_MARKER in names or _STAGING_FOLDER.match(os.path.basename(folder))
         if written or (excluded and _identity(folder) in excluded):
             dirs.clear()  # nor anything below it
             continue
         dirs.sort()
-        found.extend(os.path.join(folder, n) for n in sorted(names))
-    return found
+        yield from (os.path.join(folder, n) for n in sorted(names))
+
+
+def list_archive_files(root: str, exclude: Sequence[str] = ()) -> list[str]:
+    """The files of :func:`walk_archive_files` as a list."""
+    return list(walk_archive_files(root, exclude))
 
 
 def _folder_ids(relative: str) -> tuple[str, str]:
@@ -370,11 +560,12 @@ def _mark_duplicates(entries: Iterable[ManifestEntry]) -> None:
                 entry.skip(UnusableImageError("duplicate", f"same SOPInstanceUID as {kept.image_id}, a larger or equal copy"))
 
 
-def _pseudonymize_entry(entry: ManifestEntry, key: str) -> None:
+def _pseudonymize_entry(entry: ManifestEntry, key: str) -> ManifestEntry:
     entry.image_id = pseudonymize(entry.SOPInstanceUID or entry.image_id, key, prefix="I-")
     entry.PatientID = pseudonymize(entry.PatientID, key, prefix="P-")
     for name in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
         setattr(entry, name, pseudonymize(getattr(entry, name), key))
+    return entry
 
 
 def scan_archive(
@@ -386,7 +577,8 @@ def scan_archive(
     progress: bool = True,
     exclude: Sequence[str] = (),
     max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> list[ManifestEntry]:
+    store: str | None = None,
+) -> list[ManifestEntry] | ManifestStore:
     """Scan an archive folder recursively and describe every file, reading headers only.
 
     Files are recognised by content (DICOM with or without ``.dcm``, with or without preamble) or by extension
@@ -417,27 +609,45 @@ def scan_archive(
         exclude: folders not to read, with everything below them (e.g. the report's output folder when it is inside
             the archive).
         max_pixels: the largest image accepted, :data:`~monai_cae.data.unusable.DEFAULT_MAX_PIXELS` by default.
+        store: an SQLite file to write the manifest to as the scan goes (:class:`ManifestStore`), so that its
+            memory does not grow with the archive; ``None`` keeps it in memory.
 
     Returns:
-        One entry per file, in sorted path order.
+        One entry per file, in sorted path order: a list, or the :class:`ManifestStore` (its selected entries
+        numbered, :meth:`ManifestStore.selected`).
 
     Raises:
         FileNotFoundError: when ``root`` is not a folder.
+        FileExistsError: when ``store`` already holds a manifest.
         ValueError: for a ``max_pixels`` below 1.
     """
     max_pixels = validate_max_pixels(max_pixels)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"archive folder not found: {os.path.abspath(root)}.")
-    files = list_archive_files(root, exclude)
-    entries = [
+    # counted first, for a progress bar that shows how far the scan is: a walk costs little beside the header reads
+    total = sum(1 for _ in walk_archive_files(root, exclude)) if progress else None
+    probed = (
         _probe(path, root, modalities, views, body_parts, max_pixels)
-        for path in tqdm(files, desc="Scanning headers", unit="file", disable=not progress)
-    ]
+        for path in tqdm(walk_archive_files(root, exclude), total=total, desc="Scanning headers", unit="file",
+                         disable=not progress)
+    )
     if pseudonymize_key is not None:
-        for entry in entries:
-            _pseudonymize_entry(entry, pseudonymize_key)
-    _mark_duplicates(entries)  # hashed UIDs are equal exactly when the originals are
-    return entries
+        probed = (_pseudonymize_entry(entry, pseudonymize_key) for entry in probed)
+    if store is None:
+        entries = list(probed)
+        _mark_duplicates(entries)  # hashed UIDs are equal exactly when the originals are
+        return entries
+    manifest = ManifestStore(store)
+    if len(manifest):
+        raise FileExistsError(f"{manifest.path} already holds a manifest of {len(manifest)} entries.")
+    manifest.append(probed)
+    for indices in manifest.indices_sharing("SOPInstanceUID"):
+        copies = [manifest[i] for i in indices]
+        _mark_duplicates(copies)
+        for index, entry in zip(indices, copies):
+            manifest.update(index, entry)
+    manifest.index_selected()
+    return manifest
 
 
 def write_manifest(entries: Iterable[ManifestEntry], path: str, include_paths: bool = True) -> None:

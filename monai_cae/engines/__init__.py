@@ -1,9 +1,16 @@
 from __future__ import annotations
 
-from monai_cae.inference import ClusterGaussianSampler, embed_dataset, generate_stratum_images
+from monai_cae.inference import (
+    ClusterGaussianSampler,
+    StrataAssignment,
+    embed_dataset,
+    generate_stratum_images,
+    load_model,
+    write_assignments,
+)
 from monai_cae.utils.io import atomic_write
 
-from .distributed_inference import ShardedStrata, assign_strata_sharded, model_digest, shard_range
+from .distributed_inference import ShardAssignment, ShardedStrata, assign_strata_sharded, model_digest, shard_range
 from .knn_evaluator import KNNProbeEvaluator
 from .label_free_evaluator import LabelFreeEvaluator
 from .model_card import (
@@ -17,7 +24,6 @@ from .model_card import (
 )
 from .rng_state import RNGState
 from .step import CAEStep
-from .strata import StrataAssignment, load_model, write_assignments
 from .strata_evaluator import StrataEvaluator, assign_strata
 from .trainer import CAETrainer
 
@@ -30,6 +36,7 @@ __all__ = [
     "MODEL_CARD_NAME",
     "REFERENCE_PERCENTILES",
     "RNGState",
+    "ShardAssignment",
     "ShardedStrata",
     "StrataAssignment",
     "StrataEvaluator",

@@ -20,7 +20,7 @@ from monai_cae.networks.nets import ContrastiveAutoEncoder, encoder_channels
 
 from monai_cae.utils.io import atomic_write
 
-from .strata import load_model
+from monai_cae.inference import load_model
 
 __all__ = [
     "MODEL_CARD_NAME",

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
-from .strata import StrataAssignment
+from monai_cae.inference import StrataAssignment, StrataStore, image_digest
 
 __all__ = ["StrataEvaluator", "assign_strata"]
 
@@ -48,6 +48,9 @@ class StrataEvaluator(SupervisedEvaluator):
         inferer: computes ``h`` from a batch; :class:`monai.inferers.SimpleInferer` (the network's forward) when
             ``None``.
         progress: show a progress bar over the batches.
+        store: where each batch's rows go as it is assigned, so that the run's memory does not grow with the
+            dataset; :attr:`assignment` then stays empty. ``None`` keeps them in :attr:`assignment`.
+        digests: also take :func:`~monai_cae.inference.image_digest` of every model input (pixel-identical copies).
         val_handlers: handlers to attach.
         kwargs: other :class:`monai.engines.SupervisedEvaluator` arguments.
     """
@@ -59,6 +62,8 @@ class StrataEvaluator(SupervisedEvaluator):
         network: ContrastiveAutoEncoder,
         inferer: Inferer | None = None,
         progress: bool = True,
+        store: StrataStore | None = None,
+        digests: bool = False,
         val_handlers: Sequence | None = None,
         **kwargs: Any,
     ) -> None:
@@ -75,7 +80,7 @@ class StrataEvaluator(SupervisedEvaluator):
             decollate=False,
             **kwargs,
         )
-        self.length, self.progress = length, progress
+        self.length, self.progress, self.store, self.digests = length, progress, store, digests
         self.assignment = self._collect([])
         self.add_event_handler(Events.EPOCH_STARTED, self._start)
         self.add_event_handler(Events.EPOCH_COMPLETED, self._finish)
@@ -85,7 +90,7 @@ class StrataEvaluator(SupervisedEvaluator):
         super().run(global_epoch)
 
     def _start(self, _: Any) -> None:
-        self._parts: list[dict[str, Any]] = []
+        self._parts: list[StrataAssignment] = []
         self._bar = tqdm(total=self.length, desc="Assigning strata", disable=not self.progress)
 
     def _iteration(self, engine: Any, batchdata: dict[str, Any]) -> dict:
@@ -102,12 +107,17 @@ class StrataEvaluator(SupervisedEvaluator):
         def column(key: str, missing: int) -> np.ndarray:
             return np.asarray(torch.as_tensor(batchdata.get(key, torch.full((n,), missing)))).reshape(-1)
 
-        self._parts.append({
-            "h": h.float().cpu().numpy(), "p": output["probabilities"].float().cpu().numpy(),
-            "s": output["similarities"].float().cpu().numpy(), "maps": maps,
-            "ids": [str(i) for i in batchdata.get("id", [""] * n)], "idx": column("index", -1),
-            "labels": column("label", -1),
-        })
+        part = StrataAssignment(
+            embeddings=h.float().cpu().numpy(), probabilities=output["probabilities"].float().cpu().numpy(),
+            similarities=output["similarities"].float().cpu().numpy(),
+            ids=[str(i) for i in batchdata.get("id", [""] * n)], indices=column("index", -1).astype(np.int64),
+            labels=column("label", -1).astype(np.int64), cluster_maps=maps,
+            digests=[image_digest(image) for image in output[Keys.IMAGE]] if self.digests else None,
+        )
+        if self.store is not None:
+            self.store.append(part)
+        else:
+            self._parts.append(part)
         self._bar.update()
         return output
 
@@ -116,23 +126,9 @@ class StrataEvaluator(SupervisedEvaluator):
         self.assignment = self._collect(self._parts)
         self._parts = []
 
-    def _collect(self, parts: list[dict[str, Any]]) -> StrataAssignment:
-        prototypes = self.network.prototypes
-        k, d = prototypes.shape
-        maps = [p["maps"] for p in parts if p["maps"] is not None]
-
-        def stack(key: str, empty: np.ndarray) -> np.ndarray:
-            return np.concatenate([p[key] for p in parts]) if parts else empty
-
-        return StrataAssignment(
-            embeddings=stack("h", np.zeros((0, d), np.float32)).astype(np.float32),
-            probabilities=stack("p", np.zeros((0, k), np.float32)),
-            similarities=stack("s", np.zeros((0, k), np.float32)),
-            ids=[i for p in parts for i in p["ids"]],
-            indices=stack("idx", np.zeros(0)).astype(np.int64),
-            labels=stack("labels", np.zeros(0)).astype(np.int64),
-            cluster_maps=np.concatenate(maps) if maps else None,
-        )
+    def _collect(self, parts: list[StrataAssignment]) -> StrataAssignment:
+        k, d = self.network.prototypes.shape
+        return StrataAssignment.concatenate(parts, d, k)
 
 
 def assign_strata(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .duplicates import DigestingLoader, image_digest
 from .explain import (
     MAKEUP_FIELDS,
+    ReportTally,
     dominant_values,
     makeup_value,
     outlier_gallery,
@@ -13,7 +14,8 @@ from .explain import (
     stratum_examples,
 )
 from .figures import data_uri, decode_prototypes, image_png, latent_map_png, stratum_latent_norms
-from .html import render_report_html
+from .html import PatientTables, render_report_html
+from .options import ReportOptions
 from .overlays import cluster_overlay_png, cluster_overlays, write_cluster_overlays
 from .tables import (
     OUTLIER_SOURCES,
@@ -29,19 +31,34 @@ from .tables import (
     training_outlier_threshold,
     vote,
 )
-from .writer import REPORT_FILES, NoImagesError, check_output_dir, publish_folder, write_report
+from .writer import (
+    REPORT_FILES,
+    NoImagesError,
+    ReportStaging,
+    build_report,
+    check_output_dir,
+    publish_folder,
+    raise_without_images,
+    write_report,
+)
 from .pipeline import generate_report
 from .strata_names import STRATA_NAMES_FILE, read_stratum_names, strata_names_path, write_stratum_names
 
 __all__ = [
+    "DigestingLoader",
+    "image_digest",
     "MAKEUP_FIELDS",
     "OUTLIER_SOURCES",
     "PATIENT_COLUMNS",
     "REPORT_FILES",
     "STRATA_NAMES_FILE",
-    "DigestingLoader",
     "NoImagesError",
     "OutlierThreshold",
+    "PatientTables",
+    "ReportOptions",
+    "ReportStaging",
+    "ReportTally",
+    "build_report",
     "check_output_dir",
     "cluster_overlay_png",
     "cluster_overlays",
@@ -50,7 +67,6 @@ __all__ = [
     "dominant_values",
     "generate_report",
     "image_columns",
-    "image_digest",
     "training_outlier_threshold",
     "image_png",
     "image_rows",
@@ -61,6 +77,7 @@ __all__ = [
     "outlier_threshold",
     "patient_rows",
     "publish_folder",
+    "raise_without_images",
     "read_stratum_names",
     "reference_similarities",
     "render_report_html",

@@ -31,6 +31,7 @@ from monai_cae.data.manifest import CHEST_BODY_PARTS
 from monai_cae.data.unusable import DEFAULT_MAX_PIXELS
 from monai_cae.engines.model_card import load_trained_model
 
+from .options import ReportOptions
 from .pipeline import generate_report
 from .strata_names import read_stratum_names, write_stratum_names
 from .tables import OutlierThreshold, training_outlier_threshold
@@ -145,8 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         network = load_trained_model(
             args.model, device, img_size=args.img_size or 28, latent_size=args.latent_size
         )
-        report = generate_report(
-            network, args.input_dir, args.output_dir, img_size=network.encoder.img_size,
+        report = generate_report(network, args.input_dir, args.output_dir, ReportOptions(
             modalities=selection(args.modalities), views=selection(args.views), body_parts=selection(args.body_parts),
             pseudonymize_key=key, overwrite=args.overwrite, thumbnails=not args.no_thumbnails,
             outlier_threshold=outlier_threshold(args),
@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cache_dir=args.cache_dir, batch_size=args.batch_size, num_workers=args.num_workers, device=device,
             model_name=os.path.basename(args.model), progress=not args.quiet, model_path=args.model,
             max_pixels=args.max_pixels,
-        )
+        ))
     except NoImagesError as e:
         print(f"monai-cae-report: {e}", file=sys.stderr)
         return 1

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
 
-import numpy as np
 import torch
 
+from monai_cae.inference import image_digest
+
 __all__ = ["DigestingLoader", "image_digest"]
-
-
-def image_digest(image: np.ndarray | torch.Tensor) -> str:
-    """A 128-bit BLAKE2b digest of an image's values, shape and type: equal exactly for identical model inputs."""
-    array = np.ascontiguousarray(torch.as_tensor(image).detach().cpu().numpy())
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{array.dtype.str}{array.shape}".encode())
-    digest.update(array.tobytes())
-    return digest.hexdigest()
 
 
 class DigestingLoader:
     """Pass a loader's batches through unchanged, recording :func:`image_digest` of each image by dataset index.
 
     Hashing the preprocessed input costs far less than decoding it, and needs no second pass over the archive: wrap
-    the loader given to :func:`~monai_cae.reports.assign_cohort`, then pass :attr:`digests` to
-    :func:`~monai_cae.reports.write_report` as ``image_digests``.
+    a loader given to :func:`~monai_cae.engines.assign_strata`, then pass :attr:`digests` to
+    :func:`~monai_cae.reports.write_report` as ``image_digests`` (the report pipeline takes them in its
+    :class:`~monai_cae.engines.StrataEvaluator` instead, ``digests=True``).
 
     Args:
         loader: batches of ``{"image", "index", ...}``, e.g. a :class:`~monai_cae.data.CohortDataLoader`.

@@ -3,9 +3,11 @@ it, its most and least typical members, and the content of ``report.json`` built
 
 from __future__ import annotations
 
+import array
 import datetime
-from collections import Counter
-from collections.abc import Mapping, Sequence
+import heapq
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -18,6 +20,7 @@ __all__ = [
     "DOMINANT_MIN_IMAGES",
     "DOMINANT_SHARE",
     "MAKEUP_FIELDS",
+    "ReportTally",
     "dominant_values",
     "makeup_value",
     "outlier_description",
@@ -82,10 +85,6 @@ def makeup_value(row: Mapping, field: str) -> str:
     return value or UNKNOWN
 
 
-def _counts(rows: Sequence[Mapping]) -> dict[str, Counter]:
-    return {field: Counter(makeup_value(r, field) for r in rows) for field in MAKEUP_FIELDS}
-
-
 def dominant_values(
     counts: Mapping[str, Counter], total: int, archive: Mapping[str, Counter], archive_total: int
 ) -> list[dict]:
@@ -131,6 +130,198 @@ def _breakdown(counts: Counter, total: int, archive: Counter, archive_total: int
     return listed
 
 
+class _Lowest:
+    """The ``n`` smallest keys pushed, with their values (a bounded heap: memory independent of the pushes)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self._heap = n, []  # type: ignore[var-annotated]
+
+    def push(self, key: tuple, value: object) -> None:
+        # a max-heap of the kept keys (negated), so that the largest kept is the one to drop
+        item = (tuple(-k for k in key), value)
+        if len(self._heap) < self.n:
+            heapq.heappush(self._heap, item)
+        elif self.n and item[0] > self._heap[0][0]:
+            heapq.heapreplace(self._heap, item)
+
+    def sorted(self) -> list:
+        """The kept values, smallest key first."""
+        return [value for _, value in sorted(self._heap, key=lambda item: item[0], reverse=True)]
+
+
+class ReportTally:
+    """What ``report.json`` says about a cohort, gathered one image row and one patient at a time.
+
+    Everything it keeps is bounded by the number of strata, of header values and of images shown, except two
+    numbers per image (similarity and stratum), so that a report of any archive is built in about the same memory.
+    Images are added in row order (positions ``0, 1, ...``), then patients in patient id order.
+
+    Args:
+        k: number of strata of the model.
+        examples: exemplars and least typical members listed per stratum.
+        max_outliers: outliers in the gallery.
+
+    Raises:
+        ValueError: for a negative ``examples``.
+    """
+
+    def __init__(self, k: int, examples: int = 6, max_outliers: int = 24) -> None:
+        if examples < 0:
+            raise ValueError(f"examples per stratum must be >= 0, got {examples}.")
+        self.k = k
+        self.similarity, self.strata = array.array("d"), array.array("q")
+        self.n_outliers = self.n_duplicates = 0
+        self.archive = {field: Counter() for field in MAKEUP_FIELDS}
+        self.makeup = [{field: Counter() for field in MAKEUP_FIELDS} for _ in range(k)]
+        self.films = [0] * k
+        self.exemplars = [_Lowest(examples) for _ in range(k)]
+        self.lowest = [_Lowest(2 * examples) for _ in range(k)]  # the least typical are among them
+        self.examples = examples
+        self.outliers = _Lowest(max_outliers)
+        self.patients = self.studies = self.changed = self.with_disagreement = self.disagreements = self.tied = 0
+        self.majority = Counter()
+        self.present = [0] * k
+        self.transitions = np.zeros((k, k), dtype=np.int64)
+
+    def add_image(self, row: Mapping) -> None:
+        """Count one image row (:func:`~monai_cae.reports.image_rows`), the next in row order."""
+        position, stratum, similarity = len(self.similarity), int(row["stratum"]), float(row["similarity"])
+        self.similarity.append(similarity)
+        self.strata.append(stratum)
+        self.n_outliers += bool(row["outlier"])
+        if row["duplicate_of"]:  # each distinct film counts once, so copies do not tilt a share
+            self.n_duplicates += 1
+            return
+        self.films[stratum] += 1
+        for field in MAKEUP_FIELDS:
+            value = makeup_value(row, field)
+            self.archive[field][value] += 1
+            self.makeup[stratum][field][value] += 1
+        if not row["outlier"]:
+            self.exemplars[stratum].push((-similarity, position), (position, row))
+        else:
+            self.outliers.push((similarity, position), (position, row))
+        self.lowest[stratum].push((similarity, position), (position, row))
+
+    def add_patient(self, patient: Mapping, studies: Sequence[Mapping], strata: Iterable[int]) -> None:
+        """Count one patient row and its studies (:func:`~monai_cae.reports.patient_rows`), with the strata of
+        their images."""
+        self.patients += 1
+        self.studies += patient["n_studies"]
+        self.changed += bool(patient["stratum_changed"])
+        self.with_disagreement += patient["studies_with_disagreement"] > 0
+        self.disagreements += patient["studies_with_disagreement"]
+        self.tied += bool(patient["majority_tie"])
+        self.majority[patient["majority_stratum"]] += 1
+        for stratum in set(strata):
+            self.present[stratum] += 1
+        self.transitions += stratum_transitions({"": studies}, self.k)
+
+    def stratum_examples(self) -> tuple[list[list[tuple[int, Mapping]]], list[list[tuple[int, Mapping]]]]:
+        """Per stratum, the exemplars (most similar first) and the least typical (least similar first), as
+        ``(position, row)``."""
+        exemplars = [heap.sorted() for heap in self.exemplars]
+        least = []
+        for best, lowest in zip(exemplars, self.lowest):
+            chosen = {position for position, _ in best}
+            least.append([item for item in lowest.sorted() if item[0] not in chosen][: self.examples])
+        return exemplars, least
+
+    def makeup_content(self) -> tuple[list[dict], dict]:
+        """The make-up of every stratum and of the archive (see :func:`strata_makeup`)."""
+        archive_total = sum(self.films)
+        strata = []
+        for j in range(self.k):
+            counts, total = self.makeup[j], self.films[j]
+            strata.append({
+                "n_films": total,
+                "makeup": {f: _breakdown(counts[f], total, self.archive[f], archive_total) for f in MAKEUP_FIELDS}
+                if total else {},
+                "dominant": dominant_values(counts, total, self.archive, archive_total),
+            })
+        whole = {f: _breakdown(self.archive[f], archive_total, self.archive[f], archive_total) for f in MAKEUP_FIELDS}
+        return strata, {"n_films": archive_total, "makeup": whole if archive_total else {}}
+
+    def content(
+        self,
+        threshold: OutlierThreshold,
+        latent_size: int = 0,
+        files: int | None = None,
+        skipped_by_reason: Mapping[str, int] | None = None,
+        model_name: str = "",
+        stratum_names: Mapping[int, str] | None = None,
+        options: Mapping[str, object] | None = None,
+    ) -> dict:
+        """The content of ``report.json`` but its ``patients`` (see :func:`report_content` for the arguments)."""
+        k = self.k
+        names = {int(j): str(name) for j, name in (stratum_names or {}).items()}
+        if any(not 0 <= j < k for j in names):
+            raise ValueError(f"stratum_names must name strata 0..{k - 1}, got indices {sorted(names)}.")
+        skipped_by_reason = dict(skipped_by_reason or {})
+        makeup, archive_makeup = self.makeup_content()
+        exemplars, least = self.stratum_examples()
+        strata_of = np.frombuffer(self.strata, dtype=np.int64) if self.strata else np.zeros(0, np.int64)
+        similarity = np.frombuffer(self.similarity, dtype=np.float64) if self.similarity else np.zeros(0)
+        strata = []
+        for j in range(k):
+            mine = strata_of == j
+            strata.append({
+                "stratum": j, "name": names.get(j, ""), "n_images": int(mine.sum()), "empty": not mine.any(),
+                "n_patients": self.majority[j], "n_patients_with_images": self.present[j],
+                "mean_similarity": float(similarity[mine].mean()) if mine.any() else 0.0,
+                **makeup[j],
+                "exemplars": [row["image_id"] for _, row in exemplars[j]],
+                "least_typical": [row["image_id"] for _, row in least[j]],
+            })
+        non_empty = sum(not s["empty"] for s in strata)
+        processed = len(similarity)
+        return {
+            "version": __version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "status": "ok" if processed else "failed",
+            "message": "" if processed else "No image could be processed: every file is listed in skipped.csv.",
+            "model": {"name": model_name, "num_strata": k, "latent_size": latent_size,
+                      "strata_names": {str(j): names[j] for j in sorted(names)}},
+            "options": dict(options or {}),
+            "counts": {
+                "files": processed + sum(skipped_by_reason.values()) if files is None else files,
+                "processed": processed, "skipped": sum(skipped_by_reason.values()),
+                "duplicates": self.n_duplicates,
+                "patients": self.patients, "studies": self.studies,
+                "patients_changed": self.changed,
+                "patients_with_disagreement": self.with_disagreement,
+                "studies_with_disagreement": self.disagreements,
+                "patients_tied": self.tied,
+                "strata_non_empty": non_empty, "strata_empty": k - non_empty,
+                "skipped_by_reason": skipped_by_reason,
+            },
+            "outlier": {
+                "threshold": threshold.value, "source": REPORTED_SOURCES[threshold.source],
+                "percentile": threshold.percentile,
+                "description": outlier_description(threshold), "n_outliers": self.n_outliers,
+                "gallery": [row["image_id"] for _, row in self.outliers.sorted()],
+            },
+            "dominance_rule": (
+                f"a value dominates a stratum of at least {DOMINANT_MIN_IMAGES} films when it is at least "
+                f"{100 * DOMINANT_SHARE:.0f} % of the stratum and at least {DOMINANT_LIFT:g} times its share of the "
+                "archive"
+            ),
+            "archive_makeup": archive_makeup,
+            "strata": strata,
+            "transitions": [
+                {"from": a, "to": b, "count": int(self.transitions[a, b])}
+                for a in range(k) for b in range(k) if self.transitions[a, b]
+            ],
+        }
+
+
+def _tally(rows: Sequence[Mapping], k: int, examples: int = 6, max_outliers: int = 24) -> ReportTally:
+    tally = ReportTally(k, examples, max_outliers)
+    for row in rows:
+        tally.add_image(row)
+    return tally
+
+
 def strata_makeup(rows: Sequence[Mapping], k: int) -> tuple[list[dict], dict]:
     """Make-up of every stratum and of the whole archive (its processed images) by the fields of :data:`MAKEUP_FIELDS`.
 
@@ -145,20 +336,7 @@ def strata_makeup(rows: Sequence[Mapping], k: int) -> tuple[list[dict], dict]:
         its most frequent values ``{"value", "n", "share", "archive_share"}`` (then the others summed) and
         ``dominant`` is :func:`dominant_values`; and the archive's ``{"n_films", "makeup"}``.
     """
-    films = [r for r in rows if not r["duplicate_of"]]
-    archive, archive_total = _counts(films), len(films)
-    strata = []
-    for j in range(k):
-        members = [r for r in films if r["stratum"] == j]
-        counts = _counts(members)
-        strata.append({
-            "n_films": len(members),
-            "makeup": {f: _breakdown(counts[f], len(members), archive[f], archive_total) for f in MAKEUP_FIELDS}
-            if members else {},
-            "dominant": dominant_values(counts, len(members), archive, archive_total),
-        })
-    whole = {f: _breakdown(archive[f], archive_total, archive[f], archive_total) for f in MAKEUP_FIELDS}
-    return strata, {"n_films": archive_total, "makeup": whole if films else {}}
+    return _tally(rows, k).makeup_content()
 
 
 def stratum_examples(rows: Sequence[Mapping], k: int, n: int = 6) -> tuple[list[list[int]], list[list[int]]]:
@@ -180,26 +358,14 @@ def stratum_examples(rows: Sequence[Mapping], k: int, n: int = 6) -> tuple[list[
     Raises:
         ValueError: for a negative ``n``.
     """
-    if n < 0:
-        raise ValueError(f"examples per stratum must be >= 0, got {n}.")
-    similarity = np.array([r["similarity"] for r in rows], dtype=np.float64)
-    strata = np.array([r["stratum"] for r in rows], dtype=np.int64)
-    films = np.array([not r["duplicate_of"] for r in rows], dtype=bool)
-    typical = films & ~np.array([bool(r["outlier"]) for r in rows], dtype=bool)
-    exemplars, least = [], []
-    for j in range(k):
-        members = np.flatnonzero((strata == j) & typical)
-        best = members[np.argsort(-similarity[members], kind="stable")][:n].tolist()
-        others = np.setdiff1d(np.flatnonzero((strata == j) & films), best)
-        exemplars.append(best)
-        least.append(others[np.argsort(similarity[others], kind="stable")][:n].tolist())
-    return exemplars, least
+    exemplars, least = _tally(rows, k, n).stratum_examples()
+    return ([[p for p, _ in s] for s in exemplars], [[p for p, _ in s] for s in least])
 
 
 def outlier_gallery(rows: Sequence[Mapping], n: int = 24) -> list[int]:
     """Row positions of the ``n`` least similar outlier films, least similar first."""
-    outliers = [i for i, r in enumerate(rows) if r["outlier"] and not r["duplicate_of"]]
-    return sorted(outliers, key=lambda i: (rows[i]["similarity"], i))[:n]
+    k = 1 + max((int(r["stratum"]) for r in rows), default=0)
+    return [position for position, _ in _tally(rows, k, 0, n).outliers.sorted()]
 
 
 def outlier_description(threshold: OutlierThreshold) -> str:
@@ -250,69 +416,13 @@ def report_content(
     Raises:
         ValueError: for a stratum name whose index is not one of the ``k`` strata.
     """
-    names = {int(j): str(name) for j, name in (stratum_names or {}).items()}
-    if any(not 0 <= j < k for j in names):
-        raise ValueError(f"stratum_names must name strata 0..{k - 1}, got indices {sorted(names)}.")
-    skipped_by_reason = dict(skipped_by_reason or {})
+    tally = _tally(rows, k, examples, max_outliers)
     patients, timelines = patient_rows(rows, k)
-    makeup, archive_makeup = strata_makeup(rows, k)
-    exemplars, least = stratum_examples(rows, k, examples)
-    strata_of = np.array([r["stratum"] for r in rows], dtype=np.int64)
-    similarity = np.array([r["similarity"] for r in rows], dtype=np.float64)
-    majority = Counter(p["majority_stratum"] for p in patients)
-    present = [set() for _ in range(k)]
+    strata_of: dict[str, set[int]] = defaultdict(set)
     for r in rows:
-        present[r["stratum"]].add(r["patient_id"])
-    strata = []
-    for j in range(k):
-        mine = strata_of == j
-        strata.append({
-            "stratum": j, "name": names.get(j, ""), "n_images": int(mine.sum()), "empty": not mine.any(),
-            "n_patients": majority[j], "n_patients_with_images": len(present[j]),
-            "mean_similarity": float(similarity[mine].mean()) if mine.any() else 0.0,
-            **makeup[j],
-            "exemplars": [rows[i]["image_id"] for i in exemplars[j]],
-            "least_typical": [rows[i]["image_id"] for i in least[j]],
-        })
-    transitions = stratum_transitions(timelines, k)
-    non_empty = sum(not s["empty"] for s in strata)
-    n_outliers = sum(bool(r["outlier"]) for r in rows)
-    processed = len(rows)
-    return {
-        "version": __version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "status": "ok" if processed else "failed",
-        "message": "" if processed else "No image could be processed: every file is listed in skipped.csv.",
-        "model": {"name": model_name, "num_strata": k, "latent_size": latent_size,
-                  "strata_names": {str(j): names[j] for j in sorted(names)}},
-        "options": dict(options or {}),
-        "counts": {
-            "files": processed + sum(skipped_by_reason.values()) if files is None else files,
-            "processed": processed, "skipped": sum(skipped_by_reason.values()),
-            "duplicates": sum(bool(r["duplicate_of"]) for r in rows),
-            "patients": len(patients), "studies": sum(p["n_studies"] for p in patients),
-            "patients_changed": sum(p["stratum_changed"] for p in patients),
-            "patients_with_disagreement": sum(p["studies_with_disagreement"] > 0 for p in patients),
-            "studies_with_disagreement": sum(p["studies_with_disagreement"] for p in patients),
-            "patients_tied": sum(p["majority_tie"] for p in patients),
-            "strata_non_empty": non_empty, "strata_empty": k - non_empty,
-            "skipped_by_reason": skipped_by_reason,
-        },
-        "outlier": {
-            "threshold": threshold.value, "source": REPORTED_SOURCES[threshold.source],
-            "percentile": threshold.percentile,
-            "description": outlier_description(threshold), "n_outliers": n_outliers,
-            "gallery": [rows[i]["image_id"] for i in outlier_gallery(rows, max_outliers)],
-        },
-        "dominance_rule": (
-            f"a value dominates a stratum of at least {DOMINANT_MIN_IMAGES} films when it is at least "
-            f"{100 * DOMINANT_SHARE:.0f} % of the stratum and at least {DOMINANT_LIFT:g} times its share of the archive"
-        ),
-        "archive_makeup": archive_makeup,
-        "strata": strata,
-        "transitions": [
-            {"from": a, "to": b, "count": int(transitions[a, b])}
-            for a in range(k) for b in range(k) if transitions[a, b]
-        ],
-        "patients": [{**p, "studies": timelines[p["patient_id"]]} for p in patients],
-    }
+        strata_of[r["patient_id"]].add(int(r["stratum"]))
+    for p in patients:
+        tally.add_patient(p, timelines[p["patient_id"]], strata_of[p["patient_id"]])
+    report = tally.content(threshold, latent_size, files, skipped_by_reason, model_name, stratum_names, options)
+    report["patients"] = [{**p, "studies": timelines[p["patient_id"]]} for p in patients]
+    return report

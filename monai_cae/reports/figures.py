@@ -52,14 +52,18 @@ def stratum_latent_norms(embeddings: np.ndarray, strata: np.ndarray, k: int) -> 
     """Mean latent norm of each stratum's images, the norm :func:`decode_prototypes` gives each prototype.
 
     Args:
-        embeddings: ``(N, D)`` latents.
+        embeddings: ``(N, D)`` latents (a memory-mapped array is read a block of rows at a time).
         strata: ``(N,)`` stratum of each image.
         k: number of strata.
 
     Returns:
         ``(K,)`` norms; an empty stratum gets the mean over all images (1 without images).
     """
-    norms = np.linalg.norm(np.asarray(embeddings, dtype=np.float64), axis=1)
+    block = 4096
+    norms = np.concatenate([np.zeros(0)] + [
+        np.linalg.norm(np.asarray(embeddings[i : i + block], dtype=np.float64), axis=1)
+        for i in range(0, len(embeddings), block)
+    ])
     strata = np.asarray(strata)
     typical = float(norms.mean()) if len(norms) else 1.0
     return np.array([float(norms[strata == j].mean()) if (strata == j).any() else typical for j in range(k)])
@@ -103,11 +107,12 @@ def latent_map_png(
     """Scatter plot of the cohort's L2-normalised latents projected on their first two principal components.
 
     Args:
-        embeddings: ``(N, D)`` latents.
+        embeddings: ``(N, D)`` latents (only the drawn rows of a memory-mapped array are read).
         strata: ``(N,)`` stratum of each image (the colour).
         prototypes: ``(K, D)`` prototypes, drawn as numbered stars in the same projection.
         outliers: optional ``(N,)`` flags, drawn as black crosses.
-        max_points: at most this many points are drawn (a fixed random subset), so the figure stays light.
+        max_points: at most this many points are fitted and drawn (a fixed random subset), so that the figure
+            stays light and its memory bounded.
         seed: seed of that subset.
 
     Returns:
@@ -121,11 +126,11 @@ def latent_map_png(
 
     # the strata are cosine-based, so the map shows directions: latents and prototypes are L2-normalised
     unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
-    embeddings, prototypes = unit(np.asarray(embeddings, np.float64)), unit(np.asarray(prototypes, np.float64))
     n = len(embeddings)
-    pca = PCA(n_components=2, random_state=seed).fit(embeddings if n >= 2 else np.vstack([embeddings, prototypes]))
     keep = np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False)) if n > max_points else np.arange(n)
-    points, centres = pca.transform(embeddings[keep]), pca.transform(prototypes)
+    drawn, prototypes = unit(np.asarray(embeddings[keep], np.float64)), unit(np.asarray(prototypes, np.float64))
+    pca = PCA(n_components=2, random_state=seed).fit(drawn if n >= 2 else np.vstack([drawn, prototypes]))
+    points, centres = pca.transform(drawn), pca.transform(prototypes)
     colours = plt.get_cmap("tab10")
     figure, axes = plt.subplots(figsize=(6.4, 5.2), dpi=100)
     for k in range(len(prototypes)):

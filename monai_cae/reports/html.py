@@ -6,14 +6,14 @@ every row), and images are shown only for a bounded number of exemplars, least t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 
 from monai_cae.data.unusable import SKIP_REASONS
 
 from .explain import MAKEUP_FIELDS
 
-__all__ = ["MAX_PATIENT_ROWS", "THUMBNAIL_WIDTH", "render_report_html"]
+__all__ = ["MAX_PATIENT_ROWS", "THUMBNAIL_WIDTH", "PatientTables", "render_report_html"]
 
 MAX_PATIENT_ROWS = 200  # per patient table; strata_per_patient.csv has every patient
 THUMBNAIL_WIDTH = 140  # pixels shown for an image of any input size
@@ -137,17 +137,46 @@ _PATIENT_COLUMNS = {
 }
 
 
-def _patient_table(title: str, section_id: str, patients: Sequence[dict], note: str = "") -> str:
-    parts = [f'<h2 id="{section_id}">{escape(title)} ({len(patients)})</h2>']
-    if note:
-        parts.append(f'<p class="note">{note}</p>')
-    if patients:
-        rows = [[p[c] for c in _PATIENT_COLUMNS] for p in patients[:MAX_PATIENT_ROWS]]
-        parts.append(_table(list(_PATIENT_COLUMNS.values()), rows))
-    if len(patients) > MAX_PATIENT_ROWS:
-        parts.append(f'<p class="note">The first {MAX_PATIENT_ROWS} of {len(patients)}; strata_per_patient.csv has '
-                     "every patient.</p>")
-    return "".join(parts)
+class PatientTables:
+    """The three patient tables of the page (stratum changed, a study that disagrees, every patient): the first
+    :data:`MAX_PATIENT_ROWS` rows of each and how many there are, gathered one patient at a time."""
+
+    TABLES = ("changed", "disagreement", "patients")
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[dict]] = {name: [] for name in self.TABLES}
+        self.counts = dict.fromkeys(self.TABLES, 0)
+
+    @classmethod
+    def of(cls, patients: Iterable[dict]) -> PatientTables:
+        """The tables of some patient rows."""
+        tables = cls()
+        for patient in patients:
+            tables.add(patient)
+        return tables
+
+    def add(self, patient: dict) -> None:
+        """Count the next patient row (:data:`~monai_cae.reports.PATIENT_COLUMNS`)."""
+        member = {"changed": bool(patient["stratum_changed"]),
+                  "disagreement": bool(patient["studies_with_disagreement"]), "patients": True}
+        for name in self.TABLES:
+            if member[name]:
+                self.counts[name] += 1
+                if len(self.rows[name]) < MAX_PATIENT_ROWS:
+                    self.rows[name].append(patient)
+
+    def html(self, name: str, title: str, note: str = "") -> str:
+        """One table, with its title and count."""
+        patients, total = self.rows[name], self.counts[name]
+        parts = [f'<h2 id="{name}">{escape(title)} ({total})</h2>']
+        if note:
+            parts.append(f'<p class="note">{note}</p>')
+        if patients:
+            parts.append(_table(list(_PATIENT_COLUMNS.values()), [[p[c] for c in _PATIENT_COLUMNS] for p in patients]))
+        if total > MAX_PATIENT_ROWS:
+            parts.append(f'<p class="note">The first {MAX_PATIENT_ROWS} of {total}; strata_per_patient.csv has '
+                         "every patient.</p>")
+        return "".join(parts)
 
 
 def render_report_html(
@@ -156,6 +185,7 @@ def render_report_html(
     galleries: Mapping[str, Sequence] | None,
     latent_map_uri: str | None,
     overlay_uris: Sequence[tuple[str, str]] | None = None,
+    patient_tables: PatientTables | None = None,
 ) -> str:
     """Render the report page.
 
@@ -167,6 +197,8 @@ def render_report_html(
         latent_map_uri: PNG data URI of the latent-space map, ``None`` when there is nothing to draw.
         overlay_uris: ``(caption, PNG data URI)`` of images beside their pixel cluster map (model with a local
             branch, thumbnails on); ``None`` or empty leaves the section out.
+        patient_tables: the patient tables, gathered while the patients were written; from ``report["patients"]``
+            when ``None``.
 
     Returns:
         The HTML document.
@@ -263,17 +295,14 @@ def render_report_html(
         parts.append(f'<p class="note">The {shown} least similar outliers (strata_per_image.csv flags every one).</p>')
         parts.append(_gallery(galleries["outliers"], "outlier-gallery"))
 
-    patients = report["patients"]
-    parts.append(_patient_table(
-        "Patients whose stratum changed between studies", "changed", [p for p in patients if p["stratum_changed"]],
-    ))
-    parts.append(_patient_table(
-        "Patients with a study whose images disagree", "disagreement",
-        [p for p in patients if p["studies_with_disagreement"]],
+    tables = PatientTables.of(report["patients"]) if patient_tables is None else patient_tables
+    parts.append(tables.html("changed", "Patients whose stratum changed between studies"))
+    parts.append(tables.html(
+        "disagreement", "Patients with a study whose images disagree",
         "A study whose distinct films fall in different strata; such a study's stratum is its majority.",
     ))
-    parts.append(_patient_table(
-        "Patients", "patients", patients,
+    parts.append(tables.html(
+        "patients", "Patients",
         "study_strata lists each study as date:stratum in time order. majority_share is the share of the patient's "
         "distinct films in the majority stratum (pixel-identical copies, n_duplicates, count once); "
         "majority_probability is the model's mean soft-assignment probability of that stratum over those films. "

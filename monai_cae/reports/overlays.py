@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from monai_cae.engines.strata import StrataAssignment
+from monai_cae.inference import StrataAssignment
 from monai_cae.utils.io import atomic_write
 
 __all__ = ["cluster_overlay_png", "cluster_overlays", "write_cluster_overlays"]

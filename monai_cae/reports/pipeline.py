@@ -1,24 +1,23 @@
-"""From an archive folder and a trained model to a report folder, streaming the images."""
+"""From an archive folder and a trained model to a report folder, streaming the images: the one report pipeline of
+the CLI, the bundle's inference configs (single process and sharded) and the MONAI Label app."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+import shutil
+from collections.abc import Sequence
 
-import numpy as np
-import torch
+import ignite.distributed as idist
 
 from monai_cae.data.cohort import CohortDataLoader, CohortDataset
-from monai_cae.data.dicom import RADIOGRAPH_MODALITIES
-from monai_cae.data.manifest import CHEST_BODY_PARTS, scan_archive
-from monai_cae.data.unusable import DEFAULT_MAX_PIXELS
-from monai_cae.engines.strata_evaluator import assign_strata
+from monai_cae.data.manifest import ManifestEntry, ManifestStore, scan_archive
+from monai_cae.engines.distributed_inference import assign_strata_sharded
+from monai_cae.engines.strata_evaluator import StrataEvaluator
+from monai_cae.inference import StrataStore
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
-from .duplicates import DigestingLoader
-from .tables import OutlierThreshold
-from .strata_names import read_stratum_names
-from .writer import check_output_dir, write_report
+from .options import ReportOptions
+from .writer import ReportStaging, build_report, check_output_dir, raise_without_images
 
 __all__ = ["generate_report"]
 
@@ -27,82 +26,98 @@ def generate_report(
     network: ContrastiveAutoEncoder,
     input_dir: str,
     output_dir: str,
-    img_size: Sequence[int] | int = 28,
-    modalities: Sequence[str] | None = RADIOGRAPH_MODALITIES,
-    views: Sequence[str] | None = None,
-    body_parts: Sequence[str] | None = CHEST_BODY_PARTS,
-    pseudonymize_key: str | None = None,
-    overwrite: bool = False,
-    thumbnails: bool = True,
-    outlier_threshold: float | OutlierThreshold | None = None,
-    outlier_percentile: float = 1.0,
-    reference_embeddings: str | np.ndarray | None = None,
-    cache_dir: str | None = None,
-    batch_size: int = 64,
-    num_workers: int | None = None,
-    device: torch.device | str = "cpu",
-    model_name: str = "",
-    progress: bool = True,
-    model_path: str | None = None,
-    stratum_names: Mapping[int, str] | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> dict:
+    options: ReportOptions | None = None,
+    shard_dir: str | None = None,
+    **changes: object,
+) -> dict | None:
     """Scan an archive, stream its radiographs through the model and write the report folder.
 
-    The same steps as the bundle's ``inference`` workflow with ``--input_dir`` (``bundles/cae/configs/
-    inference.json``): :func:`~monai_cae.reports.check_output_dir`, :func:`~monai_cae.data.scan_archive`,
-    :class:`~monai_cae.data.CohortDataset` / :class:`~monai_cae.data.CohortDataLoader`, :func:`~monai_cae.engines.assign_strata`,
-    :func:`~monai_cae.reports.write_report`. Only one batch of pixels is in memory at a time; a digest of each model
-    input (:class:`~monai_cae.reports.DigestingLoader`) finds pixel-identical copies of one film.
+    The steps: :func:`~monai_cae.reports.check_output_dir`, a :class:`~monai_cae.reports.ReportStaging` folder,
+    :func:`~monai_cae.data.scan_archive` into a :class:`~monai_cae.data.ManifestStore` there,
+    :class:`~monai_cae.data.CohortDataset` / :class:`~monai_cae.data.CohortDataLoader` at the network's input size,
+    a :class:`~monai_cae.engines.StrataEvaluator` writing a :class:`~monai_cae.inference.StrataStore` as batches
+    arrive (with a digest of each model input, which finds pixel-identical copies of one film),
+    :func:`~monai_cae.reports.build_report` and publishing. Only one batch of pixels is in memory at a time, and the
+    tables grow on disk, not in memory.
+
+    With ``shard_dir`` (a ``torchrun`` job, or ranks run one at a time as in
+    :func:`~monai_cae.engines.assign_strata_sharded`), rank 0 scans, every rank assigns its block of the archive to a
+    store in ``shard_dir``, and rank 0 builds the report from the stores read one after the other (no rank holds
+    every row) and deletes ``shard_dir``.
 
     Args:
-        network: trained network with prototypes, on ``device``.
+        network: trained network with prototypes, on ``options.device``.
         input_dir: archive folder.
         output_dir: report folder.
-        img_size: the model's input size.
-        modalities, views, body_parts: DICOM selection (see :func:`~monai_cae.data.scan_archive`); chest
-            radiographs (CR, DX, DR; BodyPartExamined CHEST or empty) by default, ``None`` switches a filter off.
-        pseudonymize_key: HMAC key replacing identifiers with pseudonyms; ``None`` keeps them.
-        overwrite: replace an existing report.
-        thumbnails: put example images in the page.
-        outlier_threshold, outlier_percentile, reference_embeddings: outlier flag (see
-            :func:`~monai_cae.reports.outlier_threshold`); ``reference_embeddings`` (the training run's latents, an
-            array or ``.npy`` path), or ``OutlierThreshold(value, "reference", percentile)`` for a training percentile
-            kept with the model, makes the threshold come from training, which the report states.
-        cache_dir: optional cache of preprocessed images.
-        batch_size: images per batch.
-        num_workers: loader processes; one per CPU when ``None`` (see :func:`~monai_cae.data.default_num_workers`).
-        device: device of the network.
-        model_name: name of the model in the report (the file name of ``model_path`` when empty).
-        progress: show progress bars.
-        model_path: the model file; the names given to its strata (:func:`~monai_cae.reports.read_stratum_names`)
-            are shown unless ``stratum_names`` is given.
-        stratum_names: names of strata to show, ``{index: name}``.
-        max_pixels: the largest image accepted; larger ones are skipped as ``"too_large"`` before decoding.
+        options: how the archive is read and the report written (:class:`~monai_cae.reports.ReportOptions`).
+        shard_dir: folder shared by the ranks of a sharded run; ``None`` runs in this process alone.
+        changes: options to change in ``options`` (e.g. ``num_workers=0``).
 
     Returns:
-        The content of ``report.json``.
+        The content of ``report.json`` but its per-patient list (``None`` on ranks other than 0).
 
     Raises:
         FileExistsError: when ``output_dir`` holds a report and ``overwrite`` is false.
         FileNotFoundError: when ``input_dir`` is not a folder.
         NoImagesError: when no image could be processed (after writing the folder that lists why).
+        TypeError: for a change that is not a report option.
     """
-    check_output_dir(output_dir, overwrite)
-    if stratum_names is None and model_path is not None:
-        stratum_names = read_stratum_names(model_path)
+    options = ReportOptions.of(options, **changes)
+    check_output_dir(output_dir, options.overwrite)
+    if shard_dir is None:
+        return _single_process(network, input_dir, output_dir, options)
+    return _sharded(network, input_dir, output_dir, options, shard_dir)
+
+
+def _scan(input_dir: str, output_dir: str, options: ReportOptions, store: str) -> ManifestStore:
     # a report folder kept inside the archive is the report's, not a patient's
-    manifest = scan_archive(
-        input_dir, modalities, views, body_parts, pseudonymize_key, progress, exclude=[output_dir], max_pixels=max_pixels
+    return scan_archive(
+        input_dir, options.modalities, options.views, options.body_parts, options.pseudonymize_key,
+        options.progress, exclude=[output_dir], max_pixels=options.max_pixels, store=store,
     )
-    dataset = CohortDataset(manifest, img_size, cache_dir=cache_dir, max_pixels=max_pixels)
-    loader = CohortDataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    digesting = DigestingLoader(loader)
-    assignment = assign_strata(network, digesting, device, progress)
-    return write_report(
-        assignment, dataset, network, output_dir, skipped=loader.skipped, overwrite=overwrite,
-        thumbnails=thumbnails, outlier_threshold_value=outlier_threshold, outlier_percentile=outlier_percentile,
-        reference_embeddings=reference_embeddings, device=device,
-        model_name=model_name or (os.path.basename(model_path) if model_path else ""),
-        pseudonymized=pseudonymize_key is not None, image_digests=digesting.digests, stratum_names=stratum_names,
+
+
+def _dataset(manifest: Sequence[ManifestEntry], network: ContrastiveAutoEncoder, options: ReportOptions) -> CohortDataset:
+    return CohortDataset(manifest, network.encoder.img_size, cache_dir=options.cache_dir, max_pixels=options.max_pixels)
+
+
+def _single_process(network: ContrastiveAutoEncoder, input_dir: str, output_dir: str, options: ReportOptions) -> dict:
+    with ReportStaging(output_dir, options.overwrite) as staging:
+        manifest = _scan(input_dir, output_dir, options, staging.work("manifest.sqlite"))
+        dataset = _dataset(manifest, network, options)
+        loader = CohortDataLoader(dataset, batch_size=options.batch_size, num_workers=options.num_workers)
+        store = StrataStore(staging.work("strata"), network.latent_size, network.num_prototypes)
+        StrataEvaluator(options.device, loader, network, progress=options.progress, store=store, digests=True).run()
+        report = build_report(staging, manifest, store, dataset, network, loader.skipped, options)
+        manifest.close()
+        staging.publish()
+    return raise_without_images(report, output_dir)
+
+
+def _sharded(
+    network: ContrastiveAutoEncoder, input_dir: str, output_dir: str, options: ReportOptions, shard_dir: str
+) -> dict | None:
+    rank = idist.get_rank()
+    manifest_path = os.path.join(shard_dir, "manifest.sqlite")
+    if rank == 0:
+        # private: the manifest and the shards hold the archive's identifiers until the report is published
+        os.makedirs(shard_dir, mode=0o700, exist_ok=True)
+        if os.path.exists(manifest_path):
+            os.remove(manifest_path)  # the archive is scanned again: it may have changed since a killed run
+        _scan(input_dir, output_dir, options, manifest_path).close()
+    idist.barrier()
+    manifest = ManifestStore(manifest_path)
+    dataset = _dataset(manifest, network, options)
+    result = assign_strata_sharded(
+        network, dataset, shard_dir, batch_size=options.batch_size, num_workers=options.num_workers,
+        device=options.device, progress=options.progress, fingerprint=os.path.abspath(input_dir), digests=True,
     )
+    if result is None:
+        manifest.close()
+        return None
+    with ReportStaging(output_dir, options.overwrite) as staging:
+        report = build_report(staging, manifest, result.assignment, dataset, network, result.skipped, options)
+        manifest.close()
+        staging.publish()
+    shutil.rmtree(shard_dir, ignore_errors=True)
+    return raise_without_images(report, output_dir)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from monai_cae.data.manifest import ManifestEntry
 from monai_cae.engines.model_card import read_model_card, training_similarity_percentile
-from monai_cae.engines.strata import StrataAssignment
+from monai_cae.inference import StrataAssignment
 
 __all__ = [
     "NO_PATIENT_ID",
@@ -187,6 +187,7 @@ def image_rows(
     assignment: StrataAssignment,
     threshold: OutlierThreshold,
     digests: Mapping[int, str] | None = None,
+    first_of: MutableMapping[str, str] | None = None,
 ) -> list[dict]:
     """One row per processed image (columns :func:`image_columns`), in assignment order.
 
@@ -199,14 +200,17 @@ def image_rows(
         entries: the cohort's entries; ``assignment.indices`` index into them.
         assignment: the model's assignment of the images.
         threshold: outlier threshold.
-        digests: digest of each image's model input by entry index (:class:`~monai_cae.reports.DigestingLoader`).
+        digests: digest of each image's model input by entry index (:func:`~monai_cae.inference.image_digest`).
+        first_of: the first image id of each film seen so far, updated here, for rows made a part at a time (the
+            mapping of the earlier parts); a new one when ``None``.
 
     Returns:
         Rows as dictionaries; probabilities and similarity are floats, ``outlier`` a bool. The key ``film`` (not a
-        column) identifies the distinct film: the digest, or the image id without digests.
+        column) identifies the distinct film: the digest, or the image id without digests; ``dataset_index`` (not a
+        column either) is the entry index.
     """
     rows = []
-    first_of: dict[str, str] = {}
+    first_of = {} if first_of is None else first_of
     # the properties compute over every image: once, not once per row
     clusters, similarities = assignment.clusters, assignment.nearest_similarity
     for i, index in enumerate(assignment.indices):
@@ -227,7 +231,7 @@ def image_rows(
                 "stratum": int(clusters[i]),
                 **{f"prob_{j}": float(p) for j, p in enumerate(assignment.probabilities[i])},
                 "similarity": similarity, "outlier": bool(similarity < threshold.value),
-                "duplicate_of": "" if original == e.image_id else original, "film": film,
+                "duplicate_of": "" if original == e.image_id else original, "film": film, "dataset_index": int(index),
             }
         )
     return rows

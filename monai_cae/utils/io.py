@@ -7,9 +7,12 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from typing import BinaryIO
 
-__all__ = ["atomic_write", "publish_folder"]
+import numpy as np
+
+__all__ = ["atomic_write", "publish_folder", "write_npy_rows"]
 
 
 def atomic_write(path: str, write: Callable, mode: str = "w") -> None:
@@ -75,3 +78,41 @@ def publish_folder(staging: str, output_dir: str, overwrite: bool = False) -> No
         shutil.rmtree(aside)
         return
     os.rename(staging, output_dir)  # POSIX rename replaces an empty folder atomically
+
+
+def write_npy_rows(f: BinaryIO, parts: Iterable[np.ndarray], row_shape: Sequence[int], dtype: type) -> int:
+    """Write consecutive blocks of rows as one ``.npy`` array (the bytes ``numpy.save`` writes), one block in memory
+    at a time.
+
+    The header is written first with zero rows and again with the count at the end, which keeps its length (it is
+    padded to 64 bytes).
+
+    Args:
+        f: a seekable binary file, at its start.
+        parts: ``(n_i, *row_shape)`` blocks.
+        row_shape: the shape of one row.
+        dtype: the array's type; blocks are converted to it.
+
+    Returns:
+        The number of rows written.
+    """
+    def header(rows: int) -> None:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                "shape": (rows, *(int(s) for s in row_shape))}
+        )
+
+    header(0)
+    data_start = f.tell()
+    rows = 0
+    for part in parts:
+        block = np.ascontiguousarray(part, dtype=dtype)
+        f.write(block.tobytes())
+        rows += len(block)
+    end = f.tell()
+    f.seek(0)
+    header(rows)
+    if f.tell() != data_start:  # a header that grew would overwrite data: only a shape of ~10^40 rows could
+        raise ValueError(f"the .npy header for {rows} rows does not fit the space written for it.")
+    f.seek(end)
+    return rows

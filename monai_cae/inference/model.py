@@ -1,52 +1,15 @@
-"""The per-image result of stratum assignment, the loading of a trained model and the writing of results."""
+"""Loading a trained model for inference."""
 
 from __future__ import annotations
 
-import csv
 import os
 import pickle
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from monai_cae.networks.nets import ContrastiveAutoEncoder
-from monai_cae.utils.io import atomic_write
 
-__all__ = ["StrataAssignment", "load_model", "write_assignments"]
-
-
-@dataclass
-class StrataAssignment:
-    """Per-image results of :func:`assign_strata`, in dataset order.
-
-    Attributes:
-        embeddings: ``(N, D)`` float32 latents ``h``.
-        probabilities: ``(N, K)`` soft assignment to the prototypes.
-        similarities: ``(N, K)`` cosine similarity to each prototype.
-        ids: identifier of each image.
-        indices: dataset index of each image.
-        labels: labels where the dataset has them (``-1`` otherwise).
-        cluster_maps: ``(N, *img_size)`` uint8 pixel cluster of the model's local branch, ``None`` without one.
-    """
-
-    embeddings: np.ndarray
-    probabilities: np.ndarray
-    similarities: np.ndarray
-    ids: list[str]
-    indices: np.ndarray
-    labels: np.ndarray
-    cluster_maps: np.ndarray | None = None
-
-    @property
-    def clusters(self) -> np.ndarray:
-        """Hard stratum of each image: its most similar prototype."""
-        return self.similarities.argmax(1)
-
-    @property
-    def nearest_similarity(self) -> np.ndarray:
-        """Cosine similarity to the nearest prototype."""
-        return self.similarities.max(1)
+__all__ = ["load_model"]
 
 
 def load_model(network: ContrastiveAutoEncoder, ckpt_path: str, device: torch.device | str) -> ContrastiveAutoEncoder:
@@ -104,41 +67,3 @@ def load_model(network: ContrastiveAutoEncoder, ckpt_path: str, device: torch.de
     if network.num_prototypes == 0:
         raise ValueError(f"{ckpt_path} holds no prototypes: training ended before prototype discovery.")
     return network.to(device).eval()
-
-
-def write_assignments(result: StrataAssignment, output_dir: str) -> dict[str, str]:
-    """Write ``embeddings.npy`` (N x D float32, dataset order) and ``assignments.csv`` (one row per image), and
-    ``cluster_maps.npy`` (``(N, *img_size)`` uint8 pixel clusters, dataset order) when the model has a local branch.
-
-    ``assignments.csv`` columns: ``index``, ``id``, ``label``, ``cluster``, ``prob_0 .. prob_{K-1}`` and
-    ``similarity`` (cosine similarity to the nearest prototype).
-
-    Args:
-        result: output of :func:`assign_strata`.
-        output_dir: destination folder.
-
-    Returns:
-        The written paths.
-    """
-    paths = {"embeddings": os.path.join(output_dir, "embeddings.npy"),
-             "assignments": os.path.join(output_dir, "assignments.csv")}
-    atomic_write(paths["embeddings"], lambda f: np.save(f, result.embeddings), mode="wb")
-    if result.cluster_maps is not None:
-        paths["cluster_maps"] = os.path.join(output_dir, "cluster_maps.npy")
-        atomic_write(paths["cluster_maps"], lambda f: np.save(f, result.cluster_maps), mode="wb")
-    k = result.probabilities.shape[1]
-
-    def write_csv(f) -> None:
-        writer = csv.writer(f)
-        writer.writerow(["index", "id", "label", "cluster", *[f"prob_{j}" for j in range(k)], "similarity"])
-        # the properties compute over every image: once, not once per row
-        clusters, similarity = result.clusters, result.nearest_similarity
-        for i in range(len(result.ids)):
-            writer.writerow(
-                [int(result.indices[i]), result.ids[i], int(result.labels[i]), int(clusters[i])]
-                + [f"{p:.6f}" for p in result.probabilities[i]]
-                + [f"{similarity[i]:.6f}"]
-            )
-
-    atomic_write(paths["assignments"], write_csv)
-    return paths
