@@ -28,6 +28,7 @@ from monai_cae.engines import (
     StrataEvaluator,
     assign_strata,
     atomic_write,
+    embed_dataset,
     write_assignments,
 )
 from monai_cae.handlers import PrototypeDiscoveryHandler, image_grid, latest_checkpoint, loss_parts
@@ -320,6 +321,18 @@ def test_image_grid_mismatched_rows() -> None:
         image_grid([torch.zeros(2, 1, 4, 4), torch.zeros(3, 1, 4, 4)])
     with pytest.raises(ValueError):
         image_grid([torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 5)])
+
+
+def test_embed_dataset_walks_the_loader_once_for_features_labels_and_images() -> None:
+    network = tiny_network().eval()
+    loader = image_loader(20, 8)
+    features, labels = embed_dataset(network.encode, loader, progress=False)
+    batches = (batch for batch in loader)  # a one-shot iterable: a second walk would find nothing
+    again, labels_again, images = embed_dataset(network.encode, batches, progress=False, return_images=True)
+    np.testing.assert_array_equal(again, features)
+    np.testing.assert_array_equal(labels_again, labels)
+    np.testing.assert_array_equal(images, np.concatenate([batch["image"].numpy() for batch in loader]))
+    assert features.shape == (20, 16) and images.shape == (20, 1, 28, 28) and images.dtype == np.float32
 
 
 # ---------------------------------------------------------------------------------------------------------------
