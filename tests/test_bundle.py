@@ -121,6 +121,18 @@ def test_loss_falls_and_is_logged_to_tensorboard(trained: dict) -> None:
     assert lr[0] == pytest.approx(4e-5) and max(lr) == pytest.approx(1e-3)
 
 
+def test_every_tensorboard_handler_writes_into_one_event_file(trained: dict) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder = os.path.join(trained["output_dir"], "tensorboard")
+    (events_file,) = glob.glob(os.path.join(folder, "**", "events.out.tfevents.*"), recursive=True)
+    # the trainer's and the validator's stats handlers and the CAE handler share the config's summary_writer
+    events = EventAccumulator(events_file).Reload()
+    assert {"loss", "lr", "knn_accuracy"} <= set(events.Tags()["scalars"])
+    assert events.Tags()["images"] == ["reconstruction (top: input view, bottom: output)_HW_0"]
+    assert os.path.isfile(os.path.join(folder, "projector_config.pbtxt"))
+
+
 def test_resume_after_kill_continues_where_it_stopped(trained: dict, tmp_path) -> None:
     paths = {"output_dir": str(tmp_path / "train"), "model_dir": str(tmp_path / "models")}
     overrides = {**SHORT_RUN, **paths, "dataset_dir": trained["dataset_dir"]}

@@ -150,6 +150,7 @@ def test_multi_gpu_overrides_point_at_the_intended_handlers() -> None:
                            "monai_cae.handlers.TensorBoardCAEHandler"},
         "validate#handlers": {"monai.handlers.StatsHandler", "monai.handlers.TensorBoardStatsHandler"},
         "train#checkpoint_handlers": {"monai.handlers.CheckpointSaver"},
+        "": {"torch.utils.tensorboard.SummaryWriter"},  # top-level components: the writer the handlers share
     }
     for key in multi:
         *parents, leaf = key.split("#")

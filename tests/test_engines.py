@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import os
 import random
@@ -28,9 +29,16 @@ from monai_cae.engines import (
     StrataEvaluator,
     assign_strata,
     atomic_write,
+    embed_dataset,
     write_assignments,
 )
-from monai_cae.handlers import PrototypeDiscoveryHandler, image_grid, latest_checkpoint, loss_parts
+from monai_cae.handlers import (
+    PrototypeDiscoveryHandler,
+    TensorBoardCAEHandler,
+    image_grid,
+    latest_checkpoint,
+    loss_parts,
+)
 from monai_cae.losses import CAELoss
 from monai_cae.networks import ContrastiveAutoEncoder
 from monai_cae.optimizers import LARS, lars_param_groups
@@ -320,6 +328,42 @@ def test_image_grid_mismatched_rows() -> None:
         image_grid([torch.zeros(2, 1, 4, 4), torch.zeros(3, 1, 4, 4)])
     with pytest.raises(ValueError):
         image_grid([torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 5)])
+
+
+def test_tensorboard_cae_handler_logs_into_the_writer_it_is_given(tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(tmp_path))
+    handler = TensorBoardCAEHandler(summary_writer=writer, num_images=4, embedding_loader=image_loader(20, 8),
+                                    max_embeddings=12)
+    make_trainer(tiny_network(), warmup_epochs=2, handlers=[handler]).run()
+    handler.close()  # the writer is the caller's: it stays open, and later events go to the same file
+    writer.add_scalar("after", 1.0, 0)
+    writer.close()
+    assert len(glob.glob(str(tmp_path / "events.out.tfevents.*"))) == 1
+    events = EventAccumulator(str(tmp_path)).Reload()
+    assert events.Tags()["scalars"] == ["after"]
+    (tag,) = events.Tags()["images"]
+    assert tag == "reconstruction (top: input view, bottom: output)_HW_0"
+    assert [(e.step, e.encoded_image_string is not None) for e in events.Images(tag)] == [(1, True), (2, True)]
+    image = events.Images(tag)[0]
+    assert (image.height, image.width) == (2 * 28, 4 * 28)  # inputs above reconstructions, 4 per row
+    projected = tmp_path / "00002" / "latent h"
+    assert len((projected / "metadata.tsv").read_text().splitlines()) == 12
+    assert (projected / "sprite.png").is_file() and (tmp_path / "projector_config.pbtxt").is_file()
+
+
+def test_embed_dataset_walks_the_loader_once_for_features_labels_and_images() -> None:
+    network = tiny_network().eval()
+    loader = image_loader(20, 8)
+    features, labels = embed_dataset(network.encode, loader, progress=False)
+    batches = (batch for batch in loader)  # a one-shot iterable: a second walk would find nothing
+    again, labels_again, images = embed_dataset(network.encode, batches, progress=False, return_images=True)
+    np.testing.assert_array_equal(again, features)
+    np.testing.assert_array_equal(labels_again, labels)
+    np.testing.assert_array_equal(images, np.concatenate([batch["image"].numpy() for batch in loader]))
+    assert features.shape == (20, 16) and images.shape == (20, 1, 28, 28) and images.dtype == np.float32
 
 
 # ---------------------------------------------------------------------------------------------------------------

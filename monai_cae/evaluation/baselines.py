@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from monai_cae.clustering import ClusteringResult, ElbowResult
+from monai_cae.inference.embedding import embed_dataset
 
 from .protocol import Assigner
 
@@ -304,7 +305,6 @@ def _device_of(model: nn.Module, device: torch.device | str | None) -> torch.dev
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
-@torch.no_grad()
 def resnet_features(
     model: nn.Module, images: torch.Tensor, batch_size: int = 512, device: torch.device | str | None = None
 ) -> np.ndarray:
@@ -331,22 +331,22 @@ def resnet_features(
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
     device = _device_of(model, device)
     fc = getattr(model, "fc", None)
-    captured: list[torch.Tensor] = []
-    handle = None
-    if fc is not None:
-        handle = fc.register_forward_pre_hook(lambda _module, args: captured.append(args[0].detach().float().cpu()))
+    pooled: list[torch.Tensor] = []
+
+    def encode(batch: torch.Tensor) -> torch.Tensor:
+        output = model(batch)
+        # with ``fc``, the feature is its input, which the pre-hook saw during this forward pass
+        return (output if fc is None else pooled.pop()).flatten(1)
+
+    handle = None if fc is None else fc.register_forward_pre_hook(lambda _module, args: pooled.append(args[0]))
+    batches = ({"image": images[start : start + batch_size]} for start in range(0, len(images), batch_size))
     try:
         with _eval_mode(model):
-            for start in range(0, len(images), batch_size):
-                out = model(images[start : start + batch_size].to(device))
-                if fc is None:
-                    captured.append(out.detach().float().cpu())
+            features, _ = embed_dataset(encode, batches, device, label_key=None, progress=False)
     finally:
         if handle is not None:
             handle.remove()
-    if not captured:
-        return np.zeros((0, 0), dtype=np.float32)
-    return torch.cat(captured).reshape(len(images), -1).numpy()
+    return features
 
 
 @torch.no_grad()

@@ -36,13 +36,13 @@ def embed_splits(
         Split name to ``(features, labels, images)``.
     """
     network.eval()
-    out = {}
-    for name, dataset in datasets.items():
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-        features, labels = embed_dataset(network.encode, loader, device, progress=progress, desc=f"Embedding {name}")
-        images = np.concatenate([np.asarray(b["image"]) for b in loader])
-        out[name] = (features, labels, images)
-    return out
+    return {
+        name: embed_dataset(
+            network.encode, DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0), device,
+            progress=progress, desc=f"Embedding {name}", return_images=True,
+        )
+        for name, dataset in datasets.items()
+    }
 
 
 def evaluate_model(
