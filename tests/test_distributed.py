@@ -298,3 +298,28 @@ def test_sharded_inference_equals_single_process(two_runs: dict, tmp_path) -> No
     assert [int(r["label"]) for r in rows] == expected.labels.tolist()
     probabilities = np.array([[float(r[f"prob_{j}"]) for j in range(network.num_prototypes)] for r in rows])
     np.testing.assert_allclose(probabilities, expected.probabilities, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_sharded_archive_report_equals_the_single_process_report(two_runs: dict, shared_data, tmp_path) -> None:
+    ckpt = os.path.join(two_runs["multi"]["model_dir"], "model.pt")
+    overrides = write_json(tmp_path / "tiny.json", {**TINY, "batch_size": 16, "progress": False, "num_workers": 0})
+    archive = os.path.join(shared_data, "real_cxr", "archive")
+    reports = {}
+    for name, extra in (("single", []), ("sharded", [os.path.join(CONFIGS, "multi_gpu_inference.json")])):
+        configs = [os.path.join(CONFIGS, "inference.json"), *extra, overrides]
+        command = bundle("inference", configs, ckpt_path=ckpt, input_dir=archive, output_dir=str(tmp_path / name))
+        if extra:
+            torchrun(*command)
+        else:
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO_ROOT}
+            subprocess.run([sys.executable, *command], cwd=REPO_ROOT, env=env, check=True, capture_output=True)
+        reports[name] = {
+            file: open(tmp_path / name / file, "rb").read()
+            for file in ("manifest.csv", "strata_per_image.csv", "strata_per_patient.csv", "assignments.csv")
+        }
+        report = json.load(open(tmp_path / name / "report.json"))
+        report.pop("created")
+        reports[name]["report.json"] = report
+    assert reports["sharded"] == reports["single"] and reports["single"]["report.json"]["counts"]["processed"] == 110
+    assert not os.path.exists(str(tmp_path / "sharded") + ".shards")

@@ -39,7 +39,7 @@ from monai_cae.reports.cli import pseudonymize_key, selection
 from monai_cae.reports.options import ReportOptions
 from monai_cae.reports.pipeline import generate_report
 from monai_cae.reports.tables import training_outlier_threshold
-from monai_cae.reports.writer import NoImagesError, check_output_dir
+from monai_cae.reports.staging import NoImagesError, check_output_dir
 
 __all__ = ["SIZE_PRESETS", "main", "parse_args", "train_on_archive"]
 

@@ -31,16 +31,10 @@ from .tables import (
     training_outlier_threshold,
     vote,
 )
-from .writer import (
-    REPORT_FILES,
-    NoImagesError,
-    ReportStaging,
-    build_report,
-    check_output_dir,
-    publish_folder,
-    raise_without_images,
-    write_report,
-)
+from monai_cae.utils.io import publish_folder
+
+from .staging import NoImagesError, ReportStaging, check_output_dir, raise_without_images
+from .writer import REPORT_FILES, build_report, write_report
 from .pipeline import generate_report
 from .strata_names import STRATA_NAMES_FILE, read_stratum_names, strata_names_path, write_stratum_names
 

@@ -35,7 +35,7 @@ from .options import ReportOptions
 from .pipeline import generate_report
 from .strata_names import read_stratum_names, write_stratum_names
 from .tables import OutlierThreshold, training_outlier_threshold
-from .writer import NoImagesError
+from .staging import NoImagesError
 
 __all__ = ["main", "outlier_threshold", "parse_args", "pseudonymize_key", "selection"]
 

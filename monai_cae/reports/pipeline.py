@@ -17,7 +17,8 @@ from monai_cae.inference import StrataStore
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
 from .options import ReportOptions
-from .writer import ReportStaging, build_report, check_output_dir, raise_without_images
+from .staging import ReportStaging, check_output_dir, raise_without_images
+from .writer import build_report
 
 __all__ = ["generate_report"]
 

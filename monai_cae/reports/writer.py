@@ -1,4 +1,4 @@
-"""Writing a cohort report folder: tables, report.json, report.html, built a part at a time and published at once."""
+"""Writing a cohort report: tables, report.json, report.html and figures, built a part of the assignment at a time."""
 
 from __future__ import annotations
 
@@ -7,179 +7,43 @@ import dataclasses
 import itertools
 import json
 import os
-import re
 import shutil
-import socket
 import sqlite3
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 
 import numpy as np
 
 from monai_cae.data.cohort import CohortDataset
-from monai_cae.data.manifest import (
-    PROCESSED,
-    REPORT_MARKER,
-    SKIPPED,
-    ManifestStore,
-    csv_cell,
-    display_text,
-    write_manifest,
-)
+from monai_cae.data.manifest import PROCESSED, SKIPPED, ManifestStore, csv_cell, display_text, write_manifest
 from monai_cae.data.unusable import UnusableImageError
 from monai_cae.inference import StrataAssignment, write_assignments
 from monai_cae.networks.nets import ContrastiveAutoEncoder
-from monai_cae.utils.io import atomic_write, publish_folder
+from monai_cae.utils.io import atomic_write
 
 from .explain import ReportTally
 from .figures import data_uri, decode_prototypes, image_png, latent_map_png, stratum_latent_norms
 from .html import THUMBNAIL_WIDTH, PatientTables, render_report_html
 from .options import ReportOptions
 from .overlays import cluster_overlays
+from .staging import ReportStaging, check_output_dir, raise_without_images
 from .strata_names import read_stratum_names
-from .tables import PATIENT_COLUMNS, image_columns, image_rows, outlier_threshold, patient_rows, reference_similarities
+from .tables import (
+    PATIENT_COLUMNS,
+    OutlierThreshold,
+    image_columns,
+    image_rows,
+    outlier_threshold,
+    patient_rows,
+    reference_similarities,
+)
 
-__all__ = [
-    "REPORT_FILES",
-    "NoImagesError",
-    "ReportStaging",
-    "build_report",
-    "check_output_dir",
-    "publish_folder",
-    "raise_without_images",
-    "write_report",
-]
+__all__ = ["REPORT_FILES", "build_report", "write_report"]
 
 REPORT_FILES = (
     "manifest.csv", "skipped.csv", "embeddings.npy", "assignments.csv", "strata_per_image.csv",
     "strata_per_patient.csv", "report.json", "report.html",
 )
-
-
-class NoImagesError(RuntimeError):
-    """No image of the archive could be processed (the report folder still lists every file and why)."""
-
-
-def check_output_dir(output_dir: str, overwrite: bool = False) -> None:
-    """Fail early, before any work, when the report cannot be written where asked.
-
-    Args:
-        output_dir: report folder.
-        overwrite: whether an existing report may be replaced.
-
-    Raises:
-        FileExistsError: when ``output_dir`` is a file, or a non-empty folder and ``overwrite`` is false.
-        PermissionError: when its parent folder cannot be written.
-    """
-    path = os.path.abspath(output_dir)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise FileExistsError(f"output_dir {path} is a file, not a folder.")
-    if os.path.isdir(path) and os.listdir(path) and not overwrite:
-        raise FileExistsError(
-            f"output_dir {path} already holds a report; pass --overwrite (bundle: --overwrite True) to replace it."
-        )
-    parent = os.path.dirname(path)
-    existing = parent
-    while not os.path.isdir(existing):
-        existing = os.path.dirname(existing)
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write the report: {existing} is not writable.")
-
-
-def _staging_folder(target: str) -> str:
-    # the process and host that own it are in the name, so that a later run can tell a killed run's folder
-    name = f".{os.path.basename(target)}.tmp-{os.getpid()}-{socket.gethostname()}-{uuid.uuid4().hex}"
-    return os.path.join(os.path.dirname(target), name)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0 only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, and is another user's
-        pass
-    return True
-
-
-def _remove_stale_staging(target: str) -> None:
-    # a run killed before it published leaves its staging folder, which holds patient data, beside the output; the
-    # folders of this host's runs whose process is gone are removed (a run still going, or another machine's on a
-    # shared disk, is left alone)
-    stale = re.compile(rf"^\.{re.escape(os.path.basename(target))}\.tmp-(\d{{1,9}})-(.+)-[0-9a-f]{{32}}(\.old)?$")
-    parent, host = os.path.dirname(target), socket.gethostname()
-    for name in os.listdir(parent):
-        match = stale.match(name)
-        if match is None or match[2] != host or _running(int(match[1])):
-            continue
-        if match[3] and not os.path.isdir(target):
-            continue  # the previous report, moved aside by a run killed before the new one took its place
-        shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-
-
-def _folder_mode() -> int:
-    # the rights os.mkdir gives under the umask, which can only be read by setting it (briefly to private)
-    umask = os.umask(0o077)
-    os.umask(umask)
-    return 0o777 & ~umask
-
-
-
-
-class ReportStaging:
-    """The hidden staging folder a report is written into beside ``output_dir``, then published at once.
-
-    It is private to the user until it is published (then it gets the usual umask rights), and holds
-    :data:`~monai_cae.data.manifest.REPORT_MARKER` from the start, so that a scan of an archive that holds it never
-    reads it. Its ``.work`` folder (the run's scratch files: the manifest and the assignment on disk) is removed
-    before publishing. Staging folders that killed runs of this host left are removed first; on any error, this one
-    is removed too, so that no patient data stays behind.
-
-    Args:
-        output_dir: the report folder.
-        overwrite: whether :meth:`publish` may replace an existing report.
-    """
-
-    def __init__(self, output_dir: str, overwrite: bool = False) -> None:
-        self.target, self.overwrite = os.path.abspath(output_dir), overwrite
-        os.makedirs(os.path.dirname(self.target), exist_ok=True)
-        _remove_stale_staging(self.target)
-        self.folder = _staging_folder(self.target)
-        os.mkdir(self.folder, 0o700)
-        try:
-            # first: a scan of an archive that holds this folder must never read it, even half-written
-            atomic_write(os.path.join(self.folder, REPORT_MARKER), lambda f: f.write(
-                "Written by monai-cae-report. Archive scans (monai_cae.data.scan_archive) do not read this folder.\n"))
-            os.mkdir(self.work(), 0o700)
-        except BaseException:
-            self.discard()
-            raise
-
-    def work(self, *names: str) -> str:
-        """A path in the scratch folder."""
-        return os.path.join(self.folder, ".work", *names)
-
-    def path(self, *names: str) -> str:
-        """A path in the report."""
-        return os.path.join(self.folder, *names)
-
-    def publish(self) -> None:
-        """Remove the scratch files and put the report in place of ``output_dir`` (:func:`publish_folder`)."""
-        shutil.rmtree(self.work(), ignore_errors=True)
-        os.chmod(self.folder, _folder_mode())
-        publish_folder(self.folder, self.target, self.overwrite)
-
-    def discard(self) -> None:
-        """Remove the staging folder and all it holds."""
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-    def __enter__(self) -> ReportStaging:
-        return self
-
-    def __exit__(self, kind: type | None, *_: object) -> None:
-        if kind is not None:
-            self.discard()
 
 
 class _FirstImageOfFilm(MutableMapping):
@@ -266,6 +130,150 @@ def _report_json(path: str, report: Mapping, patients_path: str, has_patients: b
         f.write(after)
 
 
+class _Builder:
+    """The steps of :func:`build_report`, sharing the report's staging folder, manifest, options and tally."""
+
+    def __init__(self, staging: ReportStaging, manifest: ManifestStore, dataset: CohortDataset,
+                 network: ContrastiveAutoEncoder, options: ReportOptions) -> None:
+        self.staging, self.manifest, self.dataset, self.network, self.options = (
+            staging, manifest, dataset, network, options)
+        self.entries = manifest.selected()
+        self.prototypes = network.prototypes.detach().float().cpu().numpy()
+        self.k, self.latent_size = self.prototypes.shape
+        self.tally = ReportTally(self.k, options.thumbnails_per_stratum, options.max_outliers)
+        self.tables = PatientTables()
+        self.db = sqlite3.connect(staging.work("report.sqlite"))
+        self.db.execute("PRAGMA journal_mode=OFF")  # a scratch file of the run
+        # the index is built as rows arrive, so that reading by patient needs no sort of the whole table
+        self.db.execute("CREATE TABLE images (patient BLOB, position INTEGER, row TEXT)")
+        self.db.execute("CREATE INDEX by_patient ON images (patient, position)")
+
+    def skip(self, index: int, reason: str, detail: str) -> None:
+        where = self.entries.manifest_index(index)
+        entry = self.manifest[where]
+        entry.skip(UnusableImageError(reason, detail))
+        self.manifest.update(where, entry)
+
+    def mark_images(self, parts: Iterable[StrataAssignment], skipped: Iterable[tuple[int, str, str]]) -> tuple:
+        """Statuses in the manifest; returns the outlier threshold and whether the copies were looked for."""
+        for index, reason, detail in skipped:
+            self.skip(index, reason, detail)
+        nearest, checked = [], True
+        for part in parts:
+            # a latent that is not finite, from an input no check foresaw, would stop the PCA and the figures of
+            # the whole cohort: the image is named in skipped.csv and the report goes on without it
+            finite = _finite(part)
+            for index in part.indices[~finite]:
+                self.skip(int(index), "non_finite", "the model's latent of this image is not finite")
+            self.manifest.set_selected_status(part.indices[finite], PROCESSED)
+            nearest.append(part.similarities[finite].max(1) if finite.any() else np.zeros(0, np.float32))
+            checked &= part.digests is not None
+        threshold = outlier_threshold(
+            np.concatenate(nearest) if nearest else np.zeros(0, np.float32), self.options.outlier_threshold,
+            self.options.outlier_percentile, reference_similarities(self.options.reference_embeddings, self.prototypes),
+        )
+        return threshold, checked
+
+    def write_images(self, parts: Iterable[StrataAssignment], threshold: OutlierThreshold, checked: bool) -> tuple:
+        """``strata_per_image.csv``, the assignment files, the rows kept by patient; returns each image's stratum
+        and outlier flag, and the images whose cluster maps the page shows."""
+        first_of = _FirstImageOfFilm(self.db)
+        strata, outliers, overlay_parts = [], [], []
+        table = _CsvRows(self.staging.path("strata_per_image.csv"), image_columns(self.k))
+        try:
+            for part in parts:
+                # an image without digest is its own film
+                digests = None if not checked else {i: d for i, d in zip(part.indices.tolist(), part.digests) if d}
+                rows = image_rows(self.entries, part, threshold, digests, first_of)
+                for row in rows:
+                    table.write(row)
+                    self.db.execute("INSERT INTO images VALUES (?, ?, ?)",
+                                    (_key(row["patient_id"]), len(self.tally.similarity), json.dumps(row)))
+                    self.tally.add_image(row)
+                strata.append(part.clusters)
+                outliers.append(np.array([r["outlier"] for r in rows], dtype=bool))
+                room = self.options.max_overlays - sum(len(p) for p in overlay_parts)
+                if part.cluster_maps is not None and self.options.thumbnails and room > 0:
+                    overlay_parts.append(part.select(slice(0, room)))
+            self.db.commit()
+        finally:
+            table.close()
+        # write_assignments writes the ids as they are: quoted here where they would read as a formula
+        write_assignments(_Parts(parts, lambda part: dataclasses.replace(part, ids=[csv_cell(i) for i in part.ids])),
+                          self.staging.folder, self.latent_size, self.k)
+        none = np.zeros(0, np.int64)
+        return (np.concatenate(strata) if strata else none, np.concatenate(outliers) if outliers else none.astype(bool),
+                overlay_parts)
+
+    def write_patients(self) -> str:
+        """``strata_per_patient.csv`` and the patients of ``report.json``, one patient at a time; returns the file
+        holding the latter."""
+        path = self.staging.work("patients.json")
+        table = _CsvRows(self.staging.path("strata_per_patient.csv"), PATIENT_COLUMNS)
+        try:
+            with open(path, "x", encoding="utf-8") as patients:
+                rows = (json.loads(text) for (text,) in self.db.execute(
+                    "SELECT row FROM images ORDER BY patient, position"))
+                for _, group in itertools.groupby(rows, key=lambda row: row["patient_id"]):
+                    images = list(group)
+                    (patient,), timelines = patient_rows(images, self.k)
+                    studies = timelines[patient["patient_id"]]
+                    table.write(patient)
+                    self.tables.add(patient)
+                    self.tally.add_patient(patient, studies, (r["stratum"] for r in images))
+                    text = json.dumps({**patient, "studies": studies}, indent=1)
+                    patients.write((",\n" if self.tally.patients > 1 else "") + "  " + text.replace("\n", "\n  "))
+        finally:
+            table.close()
+            self.db.close()
+        return path
+
+    def write_summary(self, threshold: OutlierThreshold, checked: bool, patients_path: str) -> dict:
+        """``manifest.csv``, ``skipped.csv`` and ``report.json``; returns the report but its patients."""
+        options = self.options
+        skipped_by_reason = Counter(e.reason for e in self.manifest.where(SKIPPED))
+        write_manifest(self.manifest, self.staging.path("manifest.csv"), include_paths=not options.pseudonymized)
+        write_manifest(self.manifest.where(SKIPPED), self.staging.path("skipped.csv"),
+                       include_paths=not options.pseudonymized)
+        model_name = options.model_name or (os.path.basename(options.model_path) if options.model_path else "")
+        stratum_names = options.stratum_names
+        if stratum_names is None and options.model_path is not None:
+            stratum_names = read_stratum_names(options.model_path)
+        report = self.tally.content(
+            threshold, latent_size=int(self.latent_size), files=len(self.manifest), skipped_by_reason=skipped_by_reason,
+            model_name=display_text(model_name), stratum_names=stratum_names,
+            options={"pseudonymized": options.pseudonymized, "thumbnails": options.thumbnails,
+                     "duplicates_checked": checked},
+        )
+        report["files"] = list(REPORT_FILES)
+        _report_json(self.staging.path("report.json"), report, patients_path, self.tally.patients > 0)
+        return report
+
+    def write_page(self, report: dict, strata: np.ndarray, outliers: np.ndarray, overlay_parts: list) -> None:
+        """``figures/`` and ``report.html``, from the latents on disk (a sample for the map)."""
+        embeddings = np.load(self.staging.path("embeddings.npy"), mmap_mode="r")
+        decoded = decode_prototypes(self.network, self.options.device, stratum_latent_norms(embeddings, strata, self.k))
+        # the files are seen on their own, outside the page: upscaled to a readable size
+        prototype_pngs = [image_png(img, scale=max(1, THUMBNAIL_WIDTH // decoded.shape[-1])) for img in decoded]
+        processed = len(embeddings)
+        latent_png = latent_map_png(embeddings, strata, self.prototypes, outliers) if processed else None
+        galleries = _galleries(self.tally, self.dataset) if self.options.thumbnails and processed else None
+        overlays = cluster_overlays(
+            StrataAssignment.concatenate(overlay_parts, self.latent_size, self.k), self.dataset
+        ) if overlay_parts else {}
+        html = render_report_html(
+            report, [data_uri(p) for p in prototype_pngs], galleries, data_uri(latent_png) if latent_png else None,
+            [(f"image {index}", data_uri(png)) for index, png in overlays.items()], self.tables,
+        )
+        figures = {f"prototype_{j}.png": png for j, png in enumerate(prototype_pngs)}
+        figures.update({f"cluster_overlay_{index}.png": png for index, png in overlays.items()})
+        if latent_png:
+            figures["latent_map.png"] = latent_png
+        for name, png in figures.items():
+            atomic_write(self.staging.path("figures", name), lambda f, b=png: f.write(b), "wb")
+        atomic_write(self.staging.path("report.html"), lambda f: f.write(html))
+
+
 def build_report(
     staging: ReportStaging,
     manifest: ManifestStore,
@@ -307,132 +315,14 @@ def build_report(
     Returns:
         The content of ``report.json`` but its per-patient list (``strata_per_patient.csv`` has it too).
     """
-    options = options or ReportOptions()
-    entries = manifest.selected()
-    assignment = [assignment] if isinstance(assignment, StrataAssignment) else assignment
-
-    def skip(index: int, reason: str, detail: str) -> None:
-        where = entries.manifest_index(index)
-        entry = manifest[where]
-        entry.skip(UnusableImageError(reason, detail))
-        manifest.update(where, entry)
-
-    for index, reason, detail in skipped:
-        skip(index, reason, detail)
-    prototypes = network.prototypes.detach().float().cpu().numpy()
-    k, latent_size = prototypes.shape
-    nearest, checked = [], True
-    for part in assignment:
-        # a latent that is not finite, from an input no check foresaw, would stop the PCA and the figures of the
-        # whole cohort: the image is named in skipped.csv and the report goes on without it
-        finite = _finite(part)
-        for index in part.indices[~finite]:
-            skip(int(index), "non_finite", "the model's latent of this image is not finite")
-        manifest.set_selected_status(part.indices[finite], PROCESSED)
-        nearest.append(part.similarities[finite].max(1) if finite.any() else np.zeros(0, np.float32))
-        checked &= part.digests is not None
-    threshold = outlier_threshold(
-        np.concatenate(nearest) if nearest else np.zeros(0, np.float32), options.outlier_threshold,
-        options.outlier_percentile, reference_similarities(options.reference_embeddings, prototypes),
-    )
-    del nearest
-    finite_parts = _Parts(assignment, lambda part: part.select(_finite(part)))
-
-    db = sqlite3.connect(staging.work("report.sqlite"))
-    db.execute("PRAGMA journal_mode=OFF")
-    # the index is built as rows arrive, so that reading by patient needs no sort of the whole table
-    db.execute("CREATE TABLE images (patient BLOB, position INTEGER, row TEXT)")
-    db.execute("CREATE INDEX by_patient ON images (patient, position)")
-    first_of = _FirstImageOfFilm(db)
-    tally = ReportTally(k, options.thumbnails_per_stratum, options.max_outliers)
-    strata, outliers, overlay_parts = [], [], []
-    image_table = _CsvRows(staging.path("strata_per_image.csv"), image_columns(k))
-    try:
-        for part in finite_parts:
-            # an image without digest is its own film
-            digests = None if part.digests is None else {i: d for i, d in zip(part.indices.tolist(), part.digests) if d}
-            rows = image_rows(entries, part, threshold, digests if checked else None, first_of)
-            for row in rows:
-                image_table.write(row)
-                db.execute("INSERT INTO images VALUES (?, ?, ?)",
-                           (_key(row["patient_id"]), len(tally.similarity), json.dumps(row)))
-                tally.add_image(row)
-            strata.append(part.clusters)
-            outliers.append(np.array([r["outlier"] for r in rows], dtype=bool))
-            if part.cluster_maps is not None and options.thumbnails:
-                room = options.max_overlays - sum(len(p) for p in overlay_parts)
-                if room > 0:
-                    overlay_parts.append(part.select(slice(0, room)))
-        db.commit()
-    finally:
-        image_table.close()
-    write_assignments(
-        _Parts(finite_parts, lambda part: dataclasses.replace(part, ids=[csv_cell(i) for i in part.ids])),
-        staging.folder, latent_size, k,
-    )
-
-    patient_table = _CsvRows(staging.path("strata_per_patient.csv"), PATIENT_COLUMNS)
-    tables = PatientTables()
-    patients_path = staging.work("patients.json")
-    try:
-        with open(patients_path, "x", encoding="utf-8") as patients_json:
-            group: list[dict] = []
-            rows_by_patient = (json.loads(text) for (text,) in db.execute(
-                "SELECT row FROM images ORDER BY patient, position"))
-            for row in itertools.chain(rows_by_patient, [None]):
-                if group and (row is None or row["patient_id"] != group[0]["patient_id"]):
-                    (patient,), timelines = patient_rows(group, k)
-                    studies = timelines[patient["patient_id"]]
-                    patient_table.write(patient)
-                    tables.add(patient)
-                    tally.add_patient(patient, studies, (r["stratum"] for r in group))
-                    text = json.dumps({**patient, "studies": studies}, indent=1)
-                    patients_json.write((",\n" if tally.patients > 1 else "") + "  " + text.replace("\n", "\n  "))
-                    group = []
-                if row is not None:
-                    group.append(row)
-    finally:
-        patient_table.close()
-        db.close()
-
-    skipped_by_reason = Counter(e.reason for e in manifest.where(SKIPPED))
-    write_manifest(manifest, staging.path("manifest.csv"), include_paths=not options.pseudonymized)
-    write_manifest(manifest.where(SKIPPED), staging.path("skipped.csv"), include_paths=not options.pseudonymized)
-    model_name = options.model_name or (os.path.basename(options.model_path) if options.model_path else "")
-    stratum_names = options.stratum_names
-    if stratum_names is None and options.model_path is not None:
-        stratum_names = read_stratum_names(options.model_path)
-    report = tally.content(
-        threshold, latent_size=int(latent_size), files=len(manifest), skipped_by_reason=skipped_by_reason,
-        model_name=display_text(model_name), stratum_names=stratum_names,
-        options={"pseudonymized": options.pseudonymized, "thumbnails": options.thumbnails,
-                 "duplicates_checked": checked},
-    )
-    report["files"] = list(REPORT_FILES)
-    _report_json(staging.path("report.json"), report, patients_path, tally.patients > 0)
-
-    embeddings = np.load(staging.path("embeddings.npy"), mmap_mode="r")
-    strata_of = np.concatenate(strata) if strata else np.zeros(0, np.int64)
-    decoded = decode_prototypes(network, options.device, stratum_latent_norms(embeddings, strata_of, k))
-    # the files are seen on their own, outside the page: upscaled to a readable size
-    prototype_pngs = [image_png(img, scale=max(1, THUMBNAIL_WIDTH // decoded.shape[-1])) for img in decoded]
-    processed = len(embeddings)
-    latent_png = latent_map_png(embeddings, strata_of, prototypes, np.concatenate(outliers)) if processed else None
-    galleries = _galleries(tally, dataset) if options.thumbnails and processed else None
-    overlays = (
-        cluster_overlays(StrataAssignment.concatenate(overlay_parts, latent_size, k), dataset) if overlay_parts else {}
-    )
-    html = render_report_html(
-        report, [data_uri(p) for p in prototype_pngs], galleries, data_uri(latent_png) if latent_png else None,
-        [(f"image {index}", data_uri(png)) for index, png in overlays.items()], tables,
-    )
-    for j, png in enumerate(prototype_pngs):
-        atomic_write(staging.path("figures", f"prototype_{j}.png"), lambda f, b=png: f.write(b), "wb")
-    for index, png in overlays.items():
-        atomic_write(staging.path("figures", f"cluster_overlay_{index}.png"), lambda f, b=png: f.write(b), "wb")
-    if latent_png:
-        atomic_write(staging.path("figures", "latent_map.png"), lambda f: f.write(latent_png), "wb")
-    atomic_write(staging.path("report.html"), lambda f: f.write(html))
+    builder = _Builder(staging, manifest, dataset, network, options or ReportOptions())
+    parts = [assignment] if isinstance(assignment, StrataAssignment) else assignment
+    threshold, checked = builder.mark_images(parts, skipped)
+    strata, outliers, overlay_parts = builder.write_images(
+        _Parts(parts, lambda part: part.select(_finite(part))), threshold, checked)
+    patients_path = builder.write_patients()
+    report = builder.write_summary(threshold, checked, patients_path)
+    builder.write_page(report, strata, outliers, overlay_parts)
     return report
 
 
@@ -501,18 +391,3 @@ def write_report(
         manifest.close()
         staging.publish()
     return raise_without_images(report, output_dir)
-
-
-def raise_without_images(report: dict, output_dir: str) -> dict:
-    """``report``, once published; a report that processed no image raises.
-
-    Raises:
-        NoImagesError: when no image could be processed.
-    """
-    if not report["counts"]["processed"]:
-        raise NoImagesError(
-            f"no image could be processed ({report['counts']['files']} files, reasons "
-            f"{report['counts']['skipped_by_reason']}); every file and why is listed in "
-            f"{os.path.join(os.path.abspath(output_dir), 'skipped.csv')}."
-        )
-    return report
