@@ -297,14 +297,18 @@ class ManifestStore(Sequence[ManifestEntry]):
 
     def index_selected(self) -> int:
         """Number the selected entries in order (:class:`SelectedEntries`); returns how many there are."""
+        selected, last = 0, 0
         with self.connection:
             self.connection.execute("UPDATE manifest SET selected_index = NULL")
-            self.connection.execute(
-                "UPDATE manifest SET selected_index = (SELECT n FROM (SELECT rowid AS r, ROW_NUMBER() OVER "
-                "(ORDER BY rowid) - 1 AS n FROM manifest WHERE status = ?) WHERE r = manifest.rowid) "
-                "WHERE status = ?", (_cell(SELECTED), _cell(SELECTED)),
-            )
-        return self.connection.execute("SELECT COUNT(selected_index) FROM manifest").fetchone()[0]
+            while True:
+                rowids = [row[0] for row in self.connection.execute(
+                    f"SELECT rowid FROM manifest WHERE rowid > ? AND status = ? ORDER BY rowid LIMIT {_STORE_CHUNK}",
+                    (last, _cell(SELECTED)))]
+                if not rowids:
+                    return selected
+                self.connection.executemany("UPDATE manifest SET selected_index = ? WHERE rowid = ?",
+                                            zip(range(selected, selected + len(rowids)), rowids))
+                selected, last = selected + len(rowids), rowids[-1]
 
     def selected(self) -> SelectedEntries:
         """The selected entries, numbered by the last :meth:`index_selected`."""
