@@ -24,7 +24,7 @@ from monai_cae.data import DEFAULT_MAX_PIXELS, probe_file, scan_archive
 from monai_cae.data.manifest import SELECTED
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 from monai_cae.engines import assign_strata
-from monai_cae.reports import decode_prototypes, image_png, outlier_threshold, reference_similarities
+from monai_cae.reports import ReportOptions, decode_prototypes, image_png, outlier_threshold, reference_similarities
 from monai_cae.reports import stratum_latent_norms
 
 from .versions import ModelVersion, current_version, shipped_version
@@ -171,12 +171,11 @@ class BundleStrata:
             shipped = shipped_version(self.bundle_path)
             model = os.path.abspath(str(typed["ckpt_path"]))
             self.pinned = ModelVersion("ckpt_path", os.path.dirname(model), model, shipped.reference_embeddings)
-        self.modalities = self.parser.get_parsed_content("modalities")
-        self.max_pixels = self.parser.get_parsed_content("max_pixels")
-        self.device = self.parser.get_parsed_content("device")
-        self.fixed_threshold = self.parser.get_parsed_content("outlier_threshold")
-        self.percentile = float(self.parser.get_parsed_content("outlier_percentile"))
-        self.fixed_reference = self.parser.get_parsed_content("reference_embeddings")
+        # the report pipeline's options: the app reads and assigns an image as a report does
+        options: ReportOptions = self.parser.get_parsed_content("report_options")
+        self.modalities, self.max_pixels, self.device = options.modalities, options.max_pixels, options.device
+        self.fixed_threshold, self.percentile = options.outlier_threshold, float(options.outlier_percentile)
+        self.fixed_reference = options.reference_embeddings
         self._lock = threading.Lock()
         self._loaded: _Loaded | None = None
         self._cache: dict[tuple, ImageStrata] = {}
