@@ -123,7 +123,11 @@ def studies(tmp_path_factory, shared_data) -> str:
 @pytest.fixture(scope="module")
 def server(bundle, studies, tmp_path_factory):
     """The real MONAI Label server, started by ``monai-cae-label`` without ``--host``, stopped at the end."""
-    with start_server(studies, bundle, str(tmp_path_factory.mktemp("label") / "server.log")) as running:
+    # its own temporary folder, where MONAI Label puts each upload: what it leaves there is seen
+    server_tmp = str(tmp_path_factory.mktemp("server_tmp"))
+    with start_server(studies, bundle, str(tmp_path_factory.mktemp("label") / "server.log"),
+                      env={"TMPDIR": server_tmp}) as running:
+        running.tmp = server_tmp
         print(f"\nMONAI Label server start (process start to first /info/ answer): {running.start_s:.2f} s")
         yield running
 
@@ -261,6 +265,9 @@ def test_the_studies_are_never_written_nor_deleted_through_the_server(server) ->
     status, _ = server.request("DELETE", "/datastore/image?id=pneumonia_0")
     assert status == 403 and os.path.isfile(os.path.join(server.studies, "pneumonia_0.png"))
     assert "pneumonia_0" in server.images()
+    uploaded = open(os.path.join(server.studies, "pneumonia_0.png"), "rb").read()
+    left = [name for name in os.listdir(server.tmp) if open(os.path.join(server.tmp, name), "rb").read() == uploaded]
+    assert not left, "a refused upload (an image of a patient) stayed in the temporary folder"
 
 
 def test_unusable_images_are_422_with_their_reason(server) -> None:

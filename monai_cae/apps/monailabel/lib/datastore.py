@@ -9,6 +9,7 @@ studies folder.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -107,6 +108,11 @@ def studies_index(root: str, exclude: list[str] | None = None) -> dict[str, str]
     return index
 
 
+
+def _discard_upload(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
 class StudiesDatastore(LocalDatastore):
     """A studies folder, listed recursively, serving its own images by id only.
 
@@ -196,13 +202,17 @@ class StudiesDatastore(LocalDatastore):
         """Refused (403): the studies folder is an archive, which the server never writes into.
 
         MONAI Label would copy the upload to ``<studies>/<image_id><extension>``, where an id holding ``../`` is a
-        file anywhere the server may write.
+        file anywhere the server may write. The upload's temporary copy is deleted: MONAI Label only deletes it
+        after a request that succeeded, and it is an image of a patient.
         """
+        _discard_upload(image_filename)
         raise HTTPException(status_code=403, detail=_ARCHIVE)
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
         """Refused (403): a classification app has no label images, and MONAI Label would write one to
-        ``<studies>/labels/<label_tag>/``, where a tag holding ``../`` is a folder anywhere the server may write."""
+        ``<studies>/labels/<label_tag>/``, where a tag holding ``../`` is a folder anywhere the server may write. The
+        upload's temporary copy is deleted, as for :meth:`add_image`."""
+        _discard_upload(label_filename)
         raise HTTPException(status_code=403, detail="the app classifies: it keeps no label images")
 
     def remove_image(self, image_id: str) -> None:
