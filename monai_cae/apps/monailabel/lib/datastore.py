@@ -108,10 +108,10 @@ def studies_index(root: str, exclude: list[str] | None = None) -> dict[str, str]
     return index
 
 
-
 def _discard_upload(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.remove(path)
+
 
 class StudiesDatastore(LocalDatastore):
     """A studies folder, listed recursively, serving its own images by id only.
