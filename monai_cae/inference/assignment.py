@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -173,32 +174,29 @@ class StrataStore:
     def __iter__(self) -> Iterator[StrataAssignment]:
         """The rows in order, ``chunk_size`` at a time."""
         d, k = self.latent_size, self.num_prototypes
-        embeddings = self._raw("embeddings.f32", np.float32)
-        maps = self._raw("cluster_maps.u8", np.uint8)
-        for start in range(0, self._length, self.chunk_size):
-            rows = self._db.execute(
-                "SELECT dataset_index, id, label, probabilities, similarities, digest, map_shape FROM rows "
-                "WHERE position >= ? AND position < ? ORDER BY position", (start, start + self.chunk_size),
-            ).fetchall()
-            stop = start + len(rows)
-            shape = tuple(int(s) for s in rows[0][6].split(",")) if rows[0][6] else None
-            yield StrataAssignment(
-                embeddings=np.array(embeddings[start * d : stop * d]).reshape(-1, d),
-                probabilities=np.frombuffer(b"".join(r[3] for r in rows), np.float32).reshape(-1, k),
-                similarities=np.frombuffer(b"".join(r[4] for r in rows), np.float32).reshape(-1, k),
-                ids=[r[1].decode("utf-8", "surrogateescape") for r in rows],
-                indices=np.array([r[0] for r in rows], np.int64),
-                labels=np.array([r[2] for r in rows], np.int64),
-                cluster_maps=None if shape is None or maps is None
-                else np.array(maps[start * int(np.prod(shape)) : stop * int(np.prod(shape))]).reshape(-1, *shape),
-                digests=None if rows[0][5] is None else [r[5] for r in rows],
-            )
+        with self._raw("embeddings.f32") as embeddings, self._raw("cluster_maps.u8") as maps:
+            for start in range(0, self._length, self.chunk_size):
+                rows = self._db.execute(
+                    "SELECT dataset_index, id, label, probabilities, similarities, digest, map_shape FROM rows "
+                    "WHERE position >= ? AND position < ? ORDER BY position", (start, start + self.chunk_size),
+                ).fetchall()
+                shape = tuple(int(s) for s in rows[0][6].split(",")) if rows[0][6] else None
+                yield StrataAssignment(
+                    # read, not memory-mapped: mapped pages stay resident, and would grow with the store
+                    embeddings=np.fromfile(embeddings, np.float32, len(rows) * d).reshape(-1, d),
+                    probabilities=np.frombuffer(b"".join(r[3] for r in rows), np.float32).reshape(-1, k),
+                    similarities=np.frombuffer(b"".join(r[4] for r in rows), np.float32).reshape(-1, k),
+                    ids=[r[1].decode("utf-8", "surrogateescape") for r in rows],
+                    indices=np.array([r[0] for r in rows], np.int64),
+                    labels=np.array([r[2] for r in rows], np.int64),
+                    cluster_maps=None if shape is None
+                    else np.fromfile(maps, np.uint8, len(rows) * int(np.prod(shape))).reshape(-1, *shape),
+                    digests=None if rows[0][5] is None else [r[5] for r in rows],
+                )
 
-    def _raw(self, name: str, dtype: type) -> np.ndarray | None:
+    def _raw(self, name: str) -> contextlib.AbstractContextManager:
         path = self._path(name)
-        if not os.path.isfile(path) or not os.path.getsize(path):
-            return None
-        return np.memmap(path, dtype=dtype, mode="r")
+        return open(path, "rb") if os.path.isfile(path) else contextlib.nullcontext()
 
     def load(self) -> StrataAssignment:
         """Every row in memory (for a store known to be small)."""

@@ -10,7 +10,15 @@ import torch
 
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
-__all__ = ["data_uri", "decode_prototypes", "image_png", "latent_map_png", "stratum_latent_norms"]
+__all__ = [
+    "data_uri",
+    "decode_prototypes",
+    "image_png",
+    "latent_map_png",
+    "latent_map_sample",
+    "mean_norm_per_stratum",
+    "stratum_latent_norms",
+]
 
 
 def image_png(image: np.ndarray | torch.Tensor, scale: int = 1) -> bytes:
@@ -52,18 +60,28 @@ def stratum_latent_norms(embeddings: np.ndarray, strata: np.ndarray, k: int) -> 
     """Mean latent norm of each stratum's images, the norm :func:`decode_prototypes` gives each prototype.
 
     Args:
-        embeddings: ``(N, D)`` latents (a memory-mapped array is read a block of rows at a time).
+        embeddings: ``(N, D)`` latents.
         strata: ``(N,)`` stratum of each image.
         k: number of strata.
 
     Returns:
         ``(K,)`` norms; an empty stratum gets the mean over all images (1 without images).
     """
-    block = 4096
-    norms = np.concatenate([np.zeros(0)] + [
-        np.linalg.norm(np.asarray(embeddings[i : i + block], dtype=np.float64), axis=1)
-        for i in range(0, len(embeddings), block)
-    ])
+    return mean_norm_per_stratum(np.linalg.norm(np.asarray(embeddings, dtype=np.float64), axis=1), strata, k)
+
+
+def mean_norm_per_stratum(norms: np.ndarray, strata: np.ndarray, k: int) -> np.ndarray:
+    """:func:`stratum_latent_norms` from the latents' norms, which a caller streaming the latents computes a part at
+    a time.
+
+    Args:
+        norms: ``(N,)`` float64 latent norms.
+        strata: ``(N,)`` stratum of each image.
+        k: number of strata.
+
+    Returns:
+        ``(K,)`` norms; an empty stratum gets the mean over all images (1 without images).
+    """
     strata = np.asarray(strata)
     typical = float(norms.mean()) if len(norms) else 1.0
     return np.array([float(norms[strata == j].mean()) if (strata == j).any() else typical for j in range(k)])
@@ -96,6 +114,12 @@ def decode_prototypes(
     return network.decode_conditional(prototypes, one_hot)[:, 0].float().cpu().numpy()
 
 
+def latent_map_sample(n: int, max_points: int = 20000, seed: int = 0) -> np.ndarray:
+    """Sorted positions of the images :func:`latent_map_png` draws among ``n``: all, or a fixed random subset of
+    ``max_points``."""
+    return np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False)) if n > max_points else np.arange(n)
+
+
 def latent_map_png(
     embeddings: np.ndarray,
     strata: np.ndarray,
@@ -107,7 +131,7 @@ def latent_map_png(
     """Scatter plot of the cohort's L2-normalised latents projected on their first two principal components.
 
     Args:
-        embeddings: ``(N, D)`` latents (only the drawn rows of a memory-mapped array are read).
+        embeddings: ``(N, D)`` latents.
         strata: ``(N,)`` stratum of each image (the colour).
         prototypes: ``(K, D)`` prototypes, drawn as numbered stars in the same projection.
         outliers: optional ``(N,)`` flags, drawn as black crosses.
@@ -127,7 +151,7 @@ def latent_map_png(
     # the strata are cosine-based, so the map shows directions: latents and prototypes are L2-normalised
     unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
     n = len(embeddings)
-    keep = np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False)) if n > max_points else np.arange(n)
+    keep = latent_map_sample(n, max_points, seed)
     drawn, prototypes = unit(np.asarray(embeddings[keep], np.float64)), unit(np.asarray(prototypes, np.float64))
     pca = PCA(n_components=2, random_state=seed).fit(drawn if n >= 2 else np.vstack([drawn, prototypes]))
     points, centres = pca.transform(drawn), pca.transform(prototypes)

@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from monai_cae.networks.nets import ContrastiveAutoEncoder
 from monai_cae.utils.io import atomic_write
 
 from .explain import ReportTally
-from .figures import data_uri, decode_prototypes, image_png, latent_map_png, stratum_latent_norms
+from .figures import data_uri, decode_prototypes, image_png, latent_map_png, latent_map_sample, mean_norm_per_stratum
 from .html import THUMBNAIL_WIDTH, PatientTables, render_report_html
 from .options import ReportOptions
 from .overlays import cluster_overlays
@@ -130,6 +131,19 @@ def _report_json(path: str, report: Mapping, patients_path: str, has_patients: b
         f.write(after)
 
 
+@dataclass
+class _PageData:
+    """What the page draws of the images, gathered while they are written: a few numbers per image, and the latents
+    of the latent map's sample only."""
+
+    sample: np.ndarray
+    strata: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    outliers: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    norms: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    drawn: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    overlay_parts: list[StrataAssignment] = field(default_factory=list)
+
+
 class _Builder:
     """The steps of :func:`build_report`, sharing the report's staging folder, manifest, options and tally."""
 
@@ -155,7 +169,8 @@ class _Builder:
         self.manifest.update(where, entry)
 
     def mark_images(self, parts: Iterable[StrataAssignment], skipped: Iterable[tuple[int, str, str]]) -> tuple:
-        """Statuses in the manifest; returns the outlier threshold and whether the copies were looked for."""
+        """Statuses in the manifest; returns the outlier threshold, whether the copies were looked for and the
+        number of images processed."""
         for index, reason, detail in skipped:
             self.skip(index, reason, detail)
         nearest, checked = [], True
@@ -172,13 +187,16 @@ class _Builder:
             np.concatenate(nearest) if nearest else np.zeros(0, np.float32), self.options.outlier_threshold,
             self.options.outlier_percentile, reference_similarities(self.options.reference_embeddings, self.prototypes),
         )
-        return threshold, checked
+        return threshold, checked, sum(len(n) for n in nearest)
 
-    def write_images(self, parts: Iterable[StrataAssignment], threshold: OutlierThreshold, checked: bool) -> tuple:
-        """``strata_per_image.csv``, the assignment files, the rows kept by patient; returns each image's stratum
-        and outlier flag, and the images whose cluster maps the page shows."""
+    def write_images(
+        self, parts: Iterable[StrataAssignment], threshold: OutlierThreshold, checked: bool, processed: int
+    ) -> _PageData:
+        """``strata_per_image.csv``, the assignment files, the rows kept by patient; returns what the page draws."""
         first_of = _FirstImageOfFilm(self.db)
-        strata, outliers, overlay_parts = [], [], []
+        page = _PageData(latent_map_sample(processed))
+        strata, outliers, norms, drawn = [], [], [], []
+        start = 0
         table = _CsvRows(self.staging.path("strata_per_image.csv"), image_columns(self.k))
         try:
             for part in parts:
@@ -192,18 +210,23 @@ class _Builder:
                     self.tally.add_image(row)
                 strata.append(part.clusters)
                 outliers.append(np.array([r["outlier"] for r in rows], dtype=bool))
-                room = self.options.max_overlays - sum(len(p) for p in overlay_parts)
+                norms.append(np.linalg.norm(part.embeddings.astype(np.float64), axis=1))
+                chosen = page.sample[(page.sample >= start) & (page.sample < start + len(part))] - start
+                drawn.append(part.embeddings[chosen])
+                start += len(part)
+                room = self.options.max_overlays - sum(len(p) for p in page.overlay_parts)
                 if part.cluster_maps is not None and self.options.thumbnails and room > 0:
-                    overlay_parts.append(part.select(slice(0, room)))
+                    page.overlay_parts.append(part.select(slice(0, room)))
             self.db.commit()
         finally:
             table.close()
         # write_assignments writes the ids as they are: quoted here where they would read as a formula
         write_assignments(_Parts(parts, lambda part: dataclasses.replace(part, ids=[csv_cell(i) for i in part.ids])),
                           self.staging.folder, self.latent_size, self.k)
-        none = np.zeros(0, np.int64)
-        return (np.concatenate(strata) if strata else none, np.concatenate(outliers) if outliers else none.astype(bool),
-                overlay_parts)
+        if strata:
+            page.strata, page.outliers, page.norms = (np.concatenate(a) for a in (strata, outliers, norms))
+            page.drawn = np.concatenate(drawn)
+        return page
 
     def write_patients(self) -> str:
         """``strata_per_patient.csv`` and the patients of ``report.json``, one patient at a time; returns the file
@@ -249,18 +272,18 @@ class _Builder:
         _report_json(self.staging.path("report.json"), report, patients_path, self.tally.patients > 0)
         return report
 
-    def write_page(self, report: dict, strata: np.ndarray, outliers: np.ndarray, overlay_parts: list) -> None:
-        """``figures/`` and ``report.html``, from the latents on disk (a sample for the map)."""
-        embeddings = np.load(self.staging.path("embeddings.npy"), mmap_mode="r")
-        decoded = decode_prototypes(self.network, self.options.device, stratum_latent_norms(embeddings, strata, self.k))
+    def write_page(self, report: dict, page: _PageData) -> None:
+        """``figures/`` and ``report.html``."""
+        decoded = decode_prototypes(self.network, self.options.device, mean_norm_per_stratum(page.norms, page.strata, self.k))
         # the files are seen on their own, outside the page: upscaled to a readable size
         prototype_pngs = [image_png(img, scale=max(1, THUMBNAIL_WIDTH // decoded.shape[-1])) for img in decoded]
-        processed = len(embeddings)
-        latent_png = latent_map_png(embeddings, strata, self.prototypes, outliers) if processed else None
+        processed = len(page.strata)
+        latent_png = latent_map_png(
+            page.drawn, page.strata[page.sample], self.prototypes, page.outliers[page.sample]) if processed else None
         galleries = _galleries(self.tally, self.dataset) if self.options.thumbnails and processed else None
         overlays = cluster_overlays(
-            StrataAssignment.concatenate(overlay_parts, self.latent_size, self.k), self.dataset
-        ) if overlay_parts else {}
+            StrataAssignment.concatenate(page.overlay_parts, self.latent_size, self.k), self.dataset
+        ) if page.overlay_parts else {}
         html = render_report_html(
             report, [data_uri(p) for p in prototype_pngs], galleries, data_uri(latent_png) if latent_png else None,
             [(f"image {index}", data_uri(png)) for index, png in overlays.items()], self.tables,
@@ -317,12 +340,11 @@ def build_report(
     """
     builder = _Builder(staging, manifest, dataset, network, options or ReportOptions())
     parts = [assignment] if isinstance(assignment, StrataAssignment) else assignment
-    threshold, checked = builder.mark_images(parts, skipped)
-    strata, outliers, overlay_parts = builder.write_images(
-        _Parts(parts, lambda part: part.select(_finite(part))), threshold, checked)
+    threshold, checked, processed = builder.mark_images(parts, skipped)
+    page = builder.write_images(_Parts(parts, lambda part: part.select(_finite(part))), threshold, checked, processed)
     patients_path = builder.write_patients()
     report = builder.write_summary(threshold, checked, patients_path)
-    builder.write_page(report, strata, outliers, overlay_parts)
+    builder.write_page(report, page)
     return report
 
 
