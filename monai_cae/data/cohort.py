@@ -214,10 +214,13 @@ def _explain(error: BaseException) -> tuple[str, str]:
 
 
 class _LoadingItems(Sequence[dict]):
-    """What the loading transform reads of each entry, made when it is asked for (no list as long as the archive)."""
+    """What the loading transform reads of each entry, made when it is asked for. With ``file_state``, each file's
+    size and modification time (the cache key) is taken once, here: a cached image is then served even when its file
+    has gone since (the only list as long as the archive, and only with a cache)."""
 
     def __init__(self, entries: Sequence[ManifestEntry], file_state: bool) -> None:
-        self.entries, self.file_state = entries, file_state
+        self.entries = entries
+        self.states = [_file_state(e.path) for e in entries] if file_state else None
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -225,10 +228,14 @@ class _LoadingItems(Sequence[dict]):
     def __getitem__(self, index: int) -> dict:  # type: ignore[override]
         entry = self.entries[index]
         item = {"image": entry.path, "format": entry.format}
-        if self.file_state:  # a cache key that changes with the file
-            st = os.stat(entry.path)
-            item["file_state"] = f"{st.st_size}-{st.st_mtime_ns}"
+        if self.states is not None:
+            item["file_state"] = self.states[index]
         return item
+
+
+def _file_state(path: str) -> str:
+    st = os.stat(path)
+    return f"{st.st_size}-{st.st_mtime_ns}"
 
 
 class CohortDataset(torch.utils.data.Dataset):
