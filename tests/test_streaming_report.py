@@ -154,3 +154,21 @@ def test_npy_rows_written_in_blocks_are_what_numpy_saves(shape, dtype) -> None:
     assert streamed.getvalue() == saved.getvalue()
     streamed.seek(0)
     np.testing.assert_array_equal(np.load(streamed), torch.as_tensor(array).numpy())
+
+
+def test_a_scan_into_a_store_finds_the_same_copies_as_a_scan_in_memory(shared_data, tmp_path) -> None:
+    archive = tmp_path / "archive"
+    source = sorted(os.path.join(d, f) for d, _, fs in os.walk(os.path.join(shared_data, "real_cxr", "archive"))
+                    for f in fs)
+    whole = open(source[0], "rb").read()
+    for name in ("c_whole.dcm", "b_copy.dcm"):  # the same SOPInstanceUID twice: the first in path order is kept
+        os.makedirs(archive, exist_ok=True)
+        (archive / name).write_bytes(whole)
+    (archive / "a_cut.dcm").write_bytes(whole[: len(whole) // 2])  # smaller: never the one kept
+    shutil.copy(source[1], archive / "d_other.dcm")
+    in_memory = scan_archive(str(archive), progress=False)
+    stored = scan_archive(str(archive), progress=False, store=str(tmp_path / "manifest.sqlite"))
+    assert list(stored) == in_memory
+    assert [(e.image_id, e.status) for e in in_memory] == [
+        ("a_cut.dcm", "skipped"), ("b_copy.dcm", "selected"), ("c_whole.dcm", "skipped"), ("d_other.dcm", "selected")]
+    assert [e.image_id for e in stored.selected()] == ["b_copy.dcm", "d_other.dcm"]

@@ -284,7 +284,7 @@ class ManifestStore(Sequence[ManifestEntry]):
             (_cell(SELECTED),),
         )
         for (indices,) in groups.fetchall():
-            yield [int(i) for i in indices.split(",")]
+            yield sorted(int(i) for i in indices.split(","))  # group_concat promises no order
 
     def set_selected_status(self, selected_indices: Iterable[int], status: str) -> None:
         """Set the status of some selected entries, given by their selected index (as the report marks the images
