@@ -20,6 +20,7 @@ import nibabel
 import numpy as np
 import pydicom
 import pytest
+import torch
 from pydicom.data import get_testdata_file
 from pydicom.uid import GrayscaleSoftcopyPresentationStateStorage, MPEG4HP41, generate_uid
 from sklearn.metrics import normalized_mutual_info_score
@@ -32,6 +33,7 @@ from monai_cae.data import (
     pseudonymize,
     scan_archive,
 )
+from monai_cae.data.workers import available_cpus, threads_beside_workers
 from monai_cae.engines import assign_strata, load_model
 from monai_cae.evaluation import ClusterLabelMapping
 from monai_cae.networks.nets import ContrastiveAutoEncoder
@@ -425,6 +427,17 @@ def test_default_workers_share_the_cpus_among_local_ranks(monkeypatch) -> None:
     assert default_num_workers() == 0
     with pytest.raises(ValueError, match="num_workers"):
         CohortDataLoader(CohortDataset([], 28), num_workers=-1)
+
+
+@pytest.mark.parametrize("workers, device", [(0, "cpu"), (1, "cpu"), (2, "cpu"), (64, "cpu"), (2, "cuda")])
+def test_the_model_threads_take_the_cpus_the_workers_leave(workers, device) -> None:
+    threads = torch.get_num_threads()
+    expected = max(1, min(threads, available_cpus() - workers)) if workers and device == "cpu" else threads
+    with pytest.raises(RuntimeError, match="inside"):
+        with threads_beside_workers(workers, device):
+            assert torch.get_num_threads() == expected
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == threads  # restored, also after an error
 
 
 def test_nothing_processable_exits_non_zero_and_lists_why(model, shared_data, tmp_path, capsys) -> None:

@@ -37,9 +37,9 @@ from .cohort import (
     PREPROCESSING,
     cohort_collate,
     cohort_transform,
-    default_num_workers,
     file_format,
 )
+from .workers import available_cpus, default_num_workers, threads_beside_workers
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -81,5 +81,7 @@ __all__ = [
     "file_format",
     "cohort_collate",
     "cohort_transform",
+    "available_cpus",
     "default_num_workers",
+    "threads_beside_workers",
 ]

@@ -11,7 +11,8 @@ from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import DataLoader, Dataset, PersistentDataset
+from monai.data import DataLoader, Dataset, PersistentDataset, set_track_meta
+from monai.data.utils import worker_init_fn
 from monai.transforms import (
     Compose,
     EnsureTyped,
@@ -28,6 +29,7 @@ from torch.utils.data import default_collate
 from .dicom import DicomRadiographReader, is_dicom_file
 from .manifest import NIFTI_EXTENSIONS, SELECTED, ManifestEntry, ManifestStore, read_image_shape
 from .unusable import DEFAULT_MAX_PIXELS, UnusableImageError, check_image_size, validate_max_pixels
+from .workers import default_num_workers
 
 __all__ = [
     "CohortDataLoader",
@@ -36,7 +38,6 @@ __all__ = [
     "PREPROCESSING",
     "cohort_collate",
     "cohort_transform",
-    "default_num_workers",
     "file_format",
 ]
 
@@ -311,39 +312,28 @@ def cohort_collate(batch: Sequence[dict]) -> dict:
     return {**(default_collate(loaded) if loaded else {}), "skipped": skipped}
 
 
-def default_num_workers(batches: int | None = None) -> int:
-    """Decoding processes for an archive: one per CPU this process may use, shared among the local ranks.
-
-    Decoding (codecs, LUTs, resizing) is nearly all the cost of streaming an archive, and it runs in one Python
-    process per loader worker, so a worker per core is what lets the pipeline use the machine. Under ``torchrun`` the
-    CPUs are divided by ``LOCAL_WORLD_SIZE`` so that the ranks of one node do not oversubscribe it.
-
-    Args:
-        batches: batches the loader will yield; no more workers than that are started (a worker that never gets a
-            batch only costs its start-up).
-
-    Returns:
-        The number of workers, 0 (load in the main process) on a single CPU or for a single batch.
-    """
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
-    if batches is not None:
-        workers = min(workers, batches)
-    return workers if workers > 1 else 0
+def _decoding_worker_init(worker_id: int) -> None:
+    # the model input keeps no metadata (cohort_transform drops it last), and the MetaTensor bookkeeping of every step
+    # before costs about a tenth of the decoding; the flag is global, so it is turned off only in a worker's own process
+    worker_init_fn(worker_id)
+    set_track_meta(False)
 
 
 class CohortDataLoader(DataLoader):
     """A non-shuffling MONAI ``DataLoader`` over a :class:`CohortDataset` that streams only the loaded images.
 
     Batches that reach the model hold only images that loaded; every failure is appended to :attr:`skipped` as
-    ``(index, reason, detail)``. Batches of other datasets pass through unchanged.
+    ``(index, reason, detail)``. Batches of other datasets pass through unchanged. Its worker processes track no
+    MONAI metadata (``monai.data.set_track_meta(False)``, in their own process only): a cohort item is a plain tensor
+    whatever the flag, and the bookkeeping costs time on every image.
 
     Args:
         dataset: the cohort.
         batch_size: images per batch.
         num_workers: loader processes (decoding is the expensive part and parallelises across them);
             :func:`default_num_workers` when ``None``.
-        kwargs: other ``DataLoader`` arguments.
+        kwargs: other ``DataLoader`` arguments (a ``worker_init_fn`` given here replaces MONAI's seeding and the
+            metadata switch).
 
     Raises:
         ValueError: for a negative ``num_workers``.
@@ -357,6 +347,7 @@ class CohortDataLoader(DataLoader):
         elif num_workers < 0:
             raise ValueError(f"num_workers must be >= 0 (or None for one per CPU), got {num_workers}.")
         kwargs.setdefault("collate_fn", cohort_collate)
+        kwargs.setdefault("worker_init_fn", _decoding_worker_init)
         super().__init__(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, **kwargs)
         self.skipped: list[tuple[int, str, str]] = []
 

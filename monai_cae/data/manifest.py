@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import itertools
 import os
 import re
 import sqlite3
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from monai.utils import optional_import
@@ -20,6 +22,7 @@ from monai_cae.utils.io import atomic_write
 from .dicom import RADIOGRAPH_MODALITIES, dicom_image_problem, header_fields, is_dicom_file, read_dicom_header
 from .privacy import pseudonymize
 from .unusable import DEFAULT_MAX_PIXELS, UnusableImageError, check_image_size, validate_max_pixels
+from .workers import default_num_workers
 
 __all__ = [
     "MANIFEST_COLUMNS",
@@ -58,6 +61,9 @@ never reads a folder that holds it, so that a report kept inside its archive doe
 # a report's staging folder beside its output folder, ".<name>.tmp-<run>" (also ".<name>.tmp-<run>.old"), which a
 # killed run may leave behind before it holds the marker
 _STAGING_FOLDER = re.compile(r"^\..+\.tmp-")
+# files a scanning process reads per task, and files handed out at a time: the walk runs at most a block ahead of the
+# header reads, and a small archive (under two chunks) is read in this process
+_PROBE_CHUNK, _PROBE_BLOCK = 32, 1024
 # what makes a spreadsheet evaluate a cell (OWASP, CSV injection)
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -550,6 +556,23 @@ def probe_file(
     return _probe(path, folder, modalities, views, body_parts, max_pixels)
 
 
+def _probe_files(
+    paths: Iterator[str], probe: Callable[[str], ManifestEntry], num_workers: int | None
+) -> Iterator[ManifestEntry]:
+    # header reads are independent, one file at a time, so they spread over processes like the decoding; the entries
+    # come back in walk order
+    block = list(itertools.islice(paths, _PROBE_BLOCK))
+    chunks = -(-len(block) // _PROBE_CHUNK)
+    workers = default_num_workers(chunks) if num_workers is None else min(num_workers, chunks)
+    if workers < 2:
+        yield from map(probe, itertools.chain(block, paths))
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        while block:
+            yield from pool.map(probe, block, chunksize=_PROBE_CHUNK)
+            block = list(itertools.islice(paths, _PROBE_BLOCK))
+
+
 def _mark_duplicates(entries: Iterable[ManifestEntry]) -> None:
     copies: dict[str, list[ManifestEntry]] = {}
     for entry in entries:
@@ -582,6 +605,7 @@ def scan_archive(
     exclude: Sequence[str] = (),
     max_pixels: int = DEFAULT_MAX_PIXELS,
     store: str | None = None,
+    num_workers: int | None = None,
 ) -> list[ManifestEntry] | ManifestStore:
     """Scan an archive folder recursively and describe every file, reading headers only.
 
@@ -615,6 +639,9 @@ def scan_archive(
         max_pixels: the largest image accepted, :data:`~monai_cae.data.unusable.DEFAULT_MAX_PIXELS` by default.
         store: an SQLite file to write the manifest to as the scan goes (:class:`ManifestStore`), so that its
             memory does not grow with the archive; ``None`` keeps it in memory.
+        num_workers: processes reading the headers, a chunk of files each at a time;
+            :func:`~monai_cae.data.default_num_workers` when ``None``, 0 or 1 to read in this process. An archive of
+            fewer than 64 files is always read in this process.
 
     Returns:
         One entry per file, in sorted path order: a list, or the :class:`ManifestStore` (its selected entries
@@ -623,18 +650,19 @@ def scan_archive(
     Raises:
         FileNotFoundError: when ``root`` is not a folder.
         FileExistsError: when ``store`` already holds a manifest.
-        ValueError: for a ``max_pixels`` below 1.
+        ValueError: for a ``max_pixels`` below 1 or a negative ``num_workers``.
     """
     max_pixels = validate_max_pixels(max_pixels)
+    if num_workers is not None and num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0 (or None for one per CPU), got {num_workers}.")
     if not os.path.isdir(root):
         raise FileNotFoundError(f"archive folder not found: {os.path.abspath(root)}.")
     # counted first, for a progress bar that shows how far the scan is: a walk costs little beside the header reads
     total = sum(1 for _ in walk_archive_files(root, exclude)) if progress else None
-    probed = (
-        _probe(path, root, modalities, views, body_parts, max_pixels)
-        for path in tqdm(walk_archive_files(root, exclude), total=total, desc="Scanning headers", unit="file",
-                         disable=not progress)
-    )
+    probe = functools.partial(
+        _probe, root=root, modalities=modalities, views=views, body_parts=body_parts, max_pixels=max_pixels)
+    probed = tqdm(_probe_files(walk_archive_files(root, exclude), probe, num_workers), total=total,
+                  desc="Scanning headers", unit="file", disable=not progress)
     if pseudonymize_key is not None:
         probed = (_pseudonymize_entry(entry, pseudonymize_key) for entry in probed)
     if store is None:

@@ -13,6 +13,7 @@ from monai.inferers import Inferer, SimpleInferer
 from monai.utils import CommonKeys as Keys
 from tqdm.auto import tqdm
 
+from monai_cae.data.workers import threads_beside_workers
 from monai_cae.networks.nets import ContrastiveAutoEncoder
 
 from monai_cae.inference import StrataAssignment, StrataStore, image_digest
@@ -81,13 +82,15 @@ class StrataEvaluator(SupervisedEvaluator):
             **kwargs,
         )
         self.length, self.progress, self.store, self.digests = length, progress, store, digests
+        self.loader_workers = int(getattr(val_data_loader, "num_workers", 0))
         self.assignment = self._collect([])
         self.add_event_handler(Events.EPOCH_STARTED, self._start)
         self.add_event_handler(Events.EPOCH_COMPLETED, self._finish)
 
     def run(self, global_epoch: int = 1) -> None:
         self.state.epoch_length = None  # found again at the loader's end, which may differ from the last run's
-        super().run(global_epoch)
+        with threads_beside_workers(self.loader_workers, self.state.device):
+            super().run(global_epoch)
 
     def _start(self, _: Any) -> None:
         self._parts: list[StrataAssignment] = []

@@ -30,7 +30,8 @@ class ReportOptions:
         max_pixels: the largest image accepted; larger ones are skipped as ``"too_large"`` before decoding.
         cache_dir: optional cache of preprocessed images.
         batch_size: images per batch.
-        num_workers: loader processes; one per CPU when ``None`` (see :func:`~monai_cae.data.default_num_workers`).
+        num_workers: processes reading the headers and decoding the images; one per CPU when ``None`` (see
+            :func:`~monai_cae.data.default_num_workers`), 0 to do both in this process.
         device: device of the network.
         progress: show progress bars.
         overwrite: replace an existing report.

@@ -75,6 +75,7 @@ def _scan(input_dir: str, output_dir: str, options: ReportOptions, store: str) -
     return scan_archive(
         input_dir, options.modalities, options.views, options.body_parts, options.pseudonymize_key,
         options.progress, exclude=[output_dir], max_pixels=options.max_pixels, store=store,
+        num_workers=options.num_workers,
     )
 
 
