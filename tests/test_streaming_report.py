@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import resource
 import shutil
 
 import numpy as np
@@ -52,6 +53,26 @@ def archive(tmp_path_factory, shared_data) -> str:
     with open(os.path.join(root, "notes.dcm"), "w") as f:
         f.write("not a DICOM file")
     return root
+
+
+@pytest.fixture(scope="module")
+def whole_archive(tmp_path_factory, shared_data) -> str:
+    """The 110 radiographs of the adult archive (enough files for the header scan to go to worker processes), a
+    copy of one of them under its own UID, a copy cut short, and a file that is not an image."""
+    root = tmp_path_factory.mktemp("whole") / "archive"
+    shutil.copytree(os.path.join(shared_data, "real_cxr", "archive"), root)
+    first = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)[0]
+    whole = open(first, "rb").read()
+    (root / "zz_same_uid.dcm").write_bytes(whole)
+    (root / "zz_cut.dcm").write_bytes(whole[: len(whole) // 2])
+    (root / "notes.dcm").write_text("not a DICOM file")
+    return str(root)
+
+
+def _children_cpu_seconds() -> float:
+    # CPU time of the finished child processes of this one: worker processes that were started and joined
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +153,11 @@ def test_strata_store_gives_back_what_was_appended_in_parts(tmp_path) -> None:
         digests=[f"{i:032x}" for i in range(n)],
     )
     store = StrataStore(str(tmp_path / "store"), d, k, chunk_size=4)
-    store.extend([whole.select(slice(0, 6)), whole.select(slice(6, n))])
+    for part in (whole.select(slice(0, 6)), whole.select(slice(6, n))):
+        store.append(part)
     assert [len(part) for part in store] == [4, 4, 3]
-    loaded = StrataStore(str(tmp_path / "store"), d, k).load()  # opened again, as a finished shard is
+    reopened = StrataStore(str(tmp_path / "store"), d, k)  # opened again, as a finished shard is
+    loaded = StrataAssignment.concatenate(list(reopened), d, k)
     for name in ("embeddings", "probabilities", "similarities", "indices", "labels", "cluster_maps"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(whole, name))
     assert loaded.ids == whole.ids and loaded.digests == whole.digests
@@ -172,3 +195,34 @@ def test_a_scan_into_a_store_finds_the_same_copies_as_a_scan_in_memory(shared_da
     assert [(e.image_id, e.status) for e in in_memory] == [
         ("a_cut.dcm", "skipped"), ("b_copy.dcm", "selected"), ("c_whole.dcm", "skipped"), ("d_other.dcm", "selected")]
     assert [e.image_id for e in stored.selected()] == ["b_copy.dcm", "d_other.dcm"]
+
+
+@pytest.mark.parametrize("store", [False, True])
+def test_a_scan_in_worker_processes_is_the_scan_in_this_process(whole_archive, tmp_path, store) -> None:
+    scans, children = {}, {}
+    for workers in (0, 2):
+        before = _children_cpu_seconds()
+        path = str(tmp_path / f"manifest_{workers}.sqlite") if store else None
+        scans[workers] = list(scan_archive(whole_archive, progress=False, store=path, num_workers=workers))
+        children[workers] = _children_cpu_seconds() - before
+    assert scans[2] == scans[0] and len(scans[0]) == 113
+    status = {e.image_id: (e.status, e.reason) for e in scans[0]}
+    assert status["zz_cut.dcm"] == ("skipped", "duplicate") and status["notes.dcm"] == ("skipped", "not_image")
+    assert sum(s == ("selected", "") for s in status.values()) == 110
+    assert children[0] == 0 and children[2] > 0  # the headers were read by the worker processes
+    with pytest.raises(ValueError, match="num_workers must be >= 0"):
+        scan_archive(whole_archive, progress=False, num_workers=-1)
+
+
+def test_the_pipeline_in_worker_processes_writes_the_in_process_report(whole_archive, network, tmp_path) -> None:
+    # the header scan, the decoding and the thumbnails of the page each in two worker processes
+    reports = {}
+    for workers in (0, 2):
+        before = _children_cpu_seconds()
+        output = str(tmp_path / f"report_{workers}")
+        report = generate_report(network, whole_archive, output, num_workers=workers, progress=False)
+        assert (_children_cpu_seconds() > before) == (workers > 0)
+        assert report["counts"]["processed"] == 110 and report["options"]["thumbnails"]
+        reports[workers] = report_files(output)
+    assert reports[2] == reports[0]
+    assert reports[0]["report.html"].count(b"data:image/png") > 30  # the galleries hold thumbnails

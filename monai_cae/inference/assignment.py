@@ -166,11 +166,6 @@ class StrataStore:
             ])
         self._length += n
 
-    def extend(self, parts: Iterable[StrataAssignment]) -> None:
-        """:meth:`append` every part, in order."""
-        for part in parts:
-            self.append(part)
-
     def __iter__(self) -> Iterator[StrataAssignment]:
         """The rows in order, ``chunk_size`` at a time."""
         d, k = self.latent_size, self.num_prototypes
@@ -197,10 +192,6 @@ class StrataStore:
     def _raw(self, name: str) -> contextlib.AbstractContextManager:
         path = self._path(name)
         return open(path, "rb") if os.path.isfile(path) else contextlib.nullcontext()
-
-    def load(self) -> StrataAssignment:
-        """Every row in memory (for a store known to be small)."""
-        return StrataAssignment.concatenate(list(self), self.latent_size, self.num_prototypes)
 
     def remove(self) -> None:
         """Close the store and delete its folder."""

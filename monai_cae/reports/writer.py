@@ -14,8 +14,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMappin
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+from torch.utils.data import Subset
 
-from monai_cae.data.cohort import CohortDataset
+from monai_cae.data.cohort import CohortDataLoader, CohortDataset
 from monai_cae.data.manifest import PROCESSED, SKIPPED, ManifestStore, csv_cell, display_text, write_manifest
 from monai_cae.data.unusable import UnusableImageError
 from monai_cae.inference import StrataAssignment, write_assignments
@@ -40,6 +42,10 @@ from .tables import (
 )
 
 __all__ = ["REPORT_FILES", "build_report", "write_report"]
+
+_THUMBNAIL_BATCH = 8
+"""Thumbnails per batch when they are loaded again: small, so that a few dozen are shared among the decoding
+processes."""
 
 REPORT_FILES = (
     "manifest.csv", "skipped.csv", "embeddings.npy", "assignments.csv", "strata_per_image.csv",
@@ -280,7 +286,8 @@ class _Builder:
         processed = len(page.strata)
         latent_png = latent_map_png(
             page.drawn, page.strata[page.sample], self.prototypes, page.outliers[page.sample]) if processed else None
-        galleries = _galleries(self.tally, self.dataset) if self.options.thumbnails and processed else None
+        show = self.options.thumbnails and processed
+        galleries = _galleries(self.tally, self.dataset, self.options.num_workers) if show else None
         overlays = cluster_overlays(
             StrataAssignment.concatenate(page.overlay_parts, self.latent_size, self.k), self.dataset
         ) if page.overlay_parts else {}
@@ -348,23 +355,31 @@ def build_report(
     return report
 
 
-def _thumbnail(dataset: CohortDataset, row: Mapping) -> tuple[str, str] | None:
-    # loaded again on its own, so that no image had to be kept while streaming; the model input at its own size,
-    # which the page upscales without smoothing
-    item = dataset[int(row["dataset_index"])]
-    caption = f"similarity {row['similarity']:.3f}, patient {row['patient_id'] or '?'}"
-    return (caption, data_uri(image_png(item["image"]))) if item["ok"] else None
+def _model_inputs(dataset: CohortDataset, indices: Iterable[int], num_workers: int | None) -> dict[int, torch.Tensor]:
+    # loaded again, so that no image had to be kept while streaming, through the decoding processes; an image that no
+    # longer loads is left out
+    subset = Subset(dataset, sorted(set(indices)))
+    loader = CohortDataLoader(subset, batch_size=_THUMBNAIL_BATCH, num_workers=num_workers)
+    return {int(i): image for batch in loader for i, image in zip(batch["index"], batch["image"])}
 
 
-def _galleries(tally: ReportTally, dataset: CohortDataset) -> dict[str, object]:
-    def load(chosen: Sequence[tuple[int, Mapping]]) -> list[tuple[str, str]]:
-        return [t for t in (_thumbnail(dataset, row) for _, row in chosen) if t is not None]
-
+def _galleries(tally: ReportTally, dataset: CohortDataset, num_workers: int | None) -> dict[str, object]:
     exemplars, least = tally.stratum_examples()
+    outliers = tally.outliers.sorted()
+    chosen_rows = [row for chosen in (*exemplars, *least, outliers) for _, row in chosen]
+    images = _model_inputs(dataset, (int(row["dataset_index"]) for row in chosen_rows), num_workers)
+
+    def thumbnails(chosen: Sequence[tuple[int, Mapping]]) -> list[tuple[str, str]]:
+        # the model input at its own size, which the page upscales without smoothing
+        return [
+            (f"similarity {row['similarity']:.3f}, patient {row['patient_id'] or '?'}", data_uri(image_png(image)))
+            for _, row in chosen if (image := images.get(int(row["dataset_index"]))) is not None
+        ]
+
     return {
-        "exemplars": [load(s) for s in exemplars],
-        "least_typical": [load(s) for s in least],
-        "outliers": load(tally.outliers.sorted()),
+        "exemplars": [thumbnails(s) for s in exemplars],
+        "least_typical": [thumbnails(s) for s in least],
+        "outliers": thumbnails(outliers),
     }
 
 
