@@ -99,8 +99,8 @@ class ArchiveDataset(torch.utils.data.Dataset):
         modalities, views, body_parts: DICOM selection, as in :func:`~monai_cae.data.scan_archive`.
         record_dir: folder where ``split.csv`` (image id, patient key, split of every usable image) and
             ``skipped_<split>.csv`` are written; ``None`` writes nothing.
-        num_workers: decoding processes of the first pass (:func:`~monai_cae.data.default_num_workers` when
-            ``None``).
+        num_workers: processes of the header scan and of the first decoding pass
+            (:func:`~monai_cae.data.default_num_workers` when ``None``).
         progress: show progress bars.
         max_pixels: the largest image accepted (larger ones are skipped as ``"too_large"`` before decoding).
 
@@ -127,7 +127,9 @@ class ArchiveDataset(torch.utils.data.Dataset):
     ) -> None:
         if split not in ARCHIVE_SPLITS:
             raise ValueError(f"split must be one of {ARCHIVE_SPLITS}, got {split!r}.")
-        manifest = scan_archive(root, modalities, views, body_parts, progress=progress, max_pixels=max_pixels)
+        manifest = scan_archive(
+            root, modalities, views, body_parts, progress=progress, max_pixels=max_pixels, num_workers=num_workers
+        )
         selected = [e for e in manifest if e.status == SELECTED]
         held_out = split_patients([patient_key(e) for e in selected], val_fraction, seed)
         split_of = {id(e): ("val" if patient_key(e) in held_out else "train") for e in selected}

@@ -641,7 +641,7 @@ def scan_archive(
             memory does not grow with the archive; ``None`` keeps it in memory.
         num_workers: processes reading the headers, a chunk of files each at a time;
             :func:`~monai_cae.data.default_num_workers` when ``None``, 0 or 1 to read in this process. An archive of
-            fewer than 64 files is always read in this process.
+            32 files or fewer (one chunk) is always read in this process.
 
     Returns:
         One entry per file, in sorted path order: a list, or the :class:`ManifestStore` (its selected entries

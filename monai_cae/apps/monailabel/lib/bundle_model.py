@@ -128,7 +128,8 @@ def radiograph_entries(
         The folder's entries, or the file's one entry; selected or skipped with a reason.
     """
     if os.path.isdir(path):
-        return scan_archive(path, modalities, progress=False, max_pixels=max_pixels)
+        # no worker processes forked from a server's threads: a series holds a few instances
+        return scan_archive(path, modalities, progress=False, max_pixels=max_pixels, num_workers=0)
     return [probe_file(path, modalities=modalities, max_pixels=max_pixels)]
 
 
