@@ -17,6 +17,8 @@ Every stage runs ``--repeats`` times, alternating, and the run of median through
 
 Prints the ratios (default report / bare in one process, the headline; in-process report / bare in one process; and
 default report / bare in as many processes), the peak RSS of each, and writes the JSON to ``benchmarks/results/``.
+With ``--baseline DIR`` (another checkout, e.g. ``git worktree add /tmp/before HEAD~3``) that checkout's default report
+is timed too, alternating with this one's on the same files, and the ratio of the two is printed.
 With ``--rss-images`` it instead generates archives of those sizes (the PneumoniaMNIST images repeated) and reports
 the peak RSS of the main process and of the largest decoding process for each.
 """
@@ -124,11 +126,12 @@ def stage_generate(output: str, size: int, root: str, images: int | None) -> dic
     return make_cohort(output, pixels, labels, size=size, nifti=False, progress=False)
 
 
-def _run_stage(args: list[str]) -> dict:
+def _run_stage(args: list[str], root: str = REPO_ROOT) -> dict:
     # a fresh process per stage: on Linux a child inherits its parent's peak RSS across fork, so the parent stays
-    # light and each stage reports only its own memory
-    env = {**os.environ, "PYTHONPATH": REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    result = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+    # light and each stage reports only its own memory; the stage runs the benchmark and the code of checkout ``root``
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    script = os.path.join(root, "benchmarks", os.path.basename(__file__))
+    result = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=env, cwd=root)
     if result.returncode != 0:
         raise RuntimeError(f"stage {args[:2]} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -146,10 +149,10 @@ def _generate(scratch: str, name: str, args: argparse.Namespace, images: int | N
     return _run_stage(command + (["--images", str(images)] if images else []))
 
 
-def _report_stage(archive: str, args: argparse.Namespace, num_workers: int | None) -> dict:
+def _report_stage(archive: str, args: argparse.Namespace, num_workers: int | None, root: str = REPO_ROOT) -> dict:
     command = ["--stage", "report", "--archive", archive, "--model", args.model, "--img-size", str(args.img_size),
                "--batch-size", str(args.batch_size)]
-    return _run_stage(command + ([] if num_workers is None else ["--num-workers", str(num_workers)]))
+    return _run_stage(command + ([] if num_workers is None else ["--num-workers", str(num_workers)]), root)
 
 
 def _machine(args: argparse.Namespace) -> dict:
@@ -186,6 +189,8 @@ def throughput(args: argparse.Namespace) -> dict:
             generated = _generate(scratch, "cohort", args, None)
             archive = generated["archive"]
         runs: dict[str, list[dict]] = {"report": [], "in_process": [], "bare": [], "bare_parallel": []}
+        if args.baseline:
+            runs["baseline"] = []
         paths_file = os.path.join(scratch, "paths.txt")
         for _ in range(args.repeats):  # alternating, like training_throughput.py: one run swings by about 10 %
             report = _report_stage(archive, args, None)
@@ -200,10 +205,16 @@ def throughput(args: argparse.Namespace) -> dict:
             runs["bare_parallel"].append(
                 _run_stage(bare_command + ["--processes", str(max(1, report["num_workers"]))])
             )
+            if args.baseline:
+                runs["baseline"].append(_report_stage(archive, args, None, os.path.abspath(args.baseline)))
+                runs["baseline"][-1].pop("processed_paths")
         # the run of median throughput of each kind
-        report, in_process, bare, bare_parallel = (
-            sorted(stage, key=lambda run: run["images_per_second"])[(len(stage) - 1) // 2] for stage in runs.values()
-        )
+        medians = {
+            kind: sorted(stage, key=lambda run: run["images_per_second"])[(len(stage) - 1) // 2]
+            for kind, stage in runs.items()
+        }
+        report, in_process, bare, bare_parallel = (medians[kind] for kind in ("report", "in_process", "bare",
+                                                                              "bare_parallel"))
         archive_mib = _archive_mib(archive)
 
     result = {
@@ -212,6 +223,10 @@ def throughput(args: argparse.Namespace) -> dict:
         "ratio_in_process_report_to_bare": in_process["images_per_second"] / bare["images_per_second"],
         "ratio_report_to_parallel_bare": report["images_per_second"] / bare_parallel["images_per_second"],
         "images_per_second_per_run": {kind: [run["images_per_second"] for run in stage] for kind, stage in runs.items()},
+        **({"baseline": {
+            "checkout": os.path.abspath(args.baseline), "report": medians["baseline"],
+            "ratio_report_to_baseline": report["images_per_second"] / medians["baseline"]["images_per_second"],
+        }} if args.baseline else {}),
         "repeats": args.repeats,
         "archive": {"generated": generated is not None, "image_side": args.size if generated else None,
                     "files": report["files"], "mib_on_disk": archive_mib,
@@ -235,6 +250,11 @@ def throughput(args: argparse.Namespace) -> dict:
         f"{result['ratio_in_process_report_to_bare']:.2f}; report / bare ({bare_parallel['processes']} processes): "
         f"{result['ratio_report_to_parallel_bare']:.2f}; archive {archive_mib:.0f} MiB on disk"
     )
+    if args.baseline:
+        baseline = medians["baseline"]
+        print(f"baseline {args.baseline}, {baseline['num_workers']} decoding processes: "
+              f"{baseline['images_per_second']:.1f} images/s; this checkout / baseline: "
+              f"{result['baseline']['ratio_report_to_baseline']:.2f}")
     return result
 
 
@@ -247,6 +267,8 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=28)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each stage; medians compared")
+    parser.add_argument("--baseline", default=None,
+                        help="another checkout whose report is timed alternately with this one's (default: none)")
     parser.add_argument("--rss-images", type=int, nargs="+", default=None,
                         help="archive sizes for the memory measurement, e.g. 1000 10000 50000")
     parser.add_argument("--output", default=None, help="JSON path (default benchmarks/results/cohort_inference.json "
