@@ -39,7 +39,7 @@ from .cohort import (
     cohort_transform,
     file_format,
 )
-from .workers import available_cpus, default_num_workers, threads_beside_workers
+from .workers import available_cpus, default_num_workers, threads_beside_workers, validate_num_workers
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -84,4 +84,5 @@ __all__ = [
     "available_cpus",
     "default_num_workers",
     "threads_beside_workers",
+    "validate_num_workers",
 ]

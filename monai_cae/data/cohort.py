@@ -29,7 +29,7 @@ from torch.utils.data import default_collate
 from .dicom import DicomRadiographReader, is_dicom_file
 from .manifest import NIFTI_EXTENSIONS, SELECTED, ManifestEntry, ManifestStore, read_image_shape
 from .unusable import DEFAULT_MAX_PIXELS, UnusableImageError, check_image_size, validate_max_pixels
-from .workers import default_num_workers
+from .workers import default_num_workers, validate_num_workers
 
 __all__ = [
     "CohortDataLoader",
@@ -342,10 +342,8 @@ class CohortDataLoader(DataLoader):
     def __init__(
         self, dataset: torch.utils.data.Dataset, batch_size: int = 64, num_workers: int | None = None, **kwargs
     ) -> None:
-        if num_workers is None:
+        if validate_num_workers(num_workers) is None:
             num_workers = default_num_workers(-(-len(dataset) // batch_size))
-        elif num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0 (or None for one per CPU), got {num_workers}.")
         kwargs.setdefault("collate_fn", cohort_collate)
         kwargs.setdefault("worker_init_fn", _decoding_worker_init)
         super().__init__(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, **kwargs)

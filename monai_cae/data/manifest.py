@@ -22,7 +22,7 @@ from monai_cae.utils.io import atomic_write
 from .dicom import RADIOGRAPH_MODALITIES, dicom_image_problem, header_fields, is_dicom_file, read_dicom_header
 from .privacy import pseudonymize
 from .unusable import DEFAULT_MAX_PIXELS, UnusableImageError, check_image_size, validate_max_pixels
-from .workers import default_num_workers
+from .workers import default_num_workers, validate_num_workers
 
 __all__ = [
     "MANIFEST_COLUMNS",
@@ -653,8 +653,7 @@ def scan_archive(
         ValueError: for a ``max_pixels`` below 1 or a negative ``num_workers``.
     """
     max_pixels = validate_max_pixels(max_pixels)
-    if num_workers is not None and num_workers < 0:
-        raise ValueError(f"num_workers must be >= 0 (or None for one per CPU), got {num_workers}.")
+    validate_num_workers(num_workers)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"archive folder not found: {os.path.abspath(root)}.")
     # counted first, for a progress bar that shows how far the scan is: a walk costs little beside the header reads

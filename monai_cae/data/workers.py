@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["available_cpus", "default_num_workers", "threads_beside_workers"]
+__all__ = ["available_cpus", "default_num_workers", "threads_beside_workers", "validate_num_workers"]
 
 
 def available_cpus() -> int:
@@ -35,6 +35,17 @@ def default_num_workers(batches: int | None = None) -> int:
     if batches is not None:
         workers = min(workers, batches)
     return workers if workers > 1 else 0
+
+
+def validate_num_workers(num_workers: int | None) -> int | None:
+    """``num_workers`` as given, checked: ``None`` (one per CPU, :func:`default_num_workers`) or at least 0.
+
+    Raises:
+        ValueError: for a negative number.
+    """
+    if num_workers is not None and num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0 (or None for one per CPU), got {num_workers}.")
+    return num_workers
 
 
 @contextlib.contextmanager
